@@ -1,0 +1,26 @@
+//! One module per subcommand: `struct XCommand` (clap flags) + `execute(self)`.
+
+use anyhow::Result;
+use wasmcell_runtime::cache::Cache;
+use wasmcell_runtime::engine::EngineOptions;
+use wasmcell_runtime::home::Home;
+use wasmcell_runtime::WasmtimeEngine;
+
+pub mod cache;
+pub mod compile;
+pub mod inspect;
+pub mod run;
+
+/// Output format of commands that print data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The engine every command uses, with the compiled-code cache under the home unless disabled.
+pub fn engine(use_cache: bool, max_stack: Option<usize>, allow_precompiled: bool) -> Result<WasmtimeEngine> {
+    let cache = use_cache.then(|| Cache::new(Home::from_env().compiled_cache()));
+    Ok(WasmtimeEngine::new(EngineOptions { cache, max_stack, allow_precompiled })?)
+}

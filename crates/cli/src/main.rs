@@ -1,0 +1,100 @@
+//! The `wasmcell` binary: the only crate that knows clap. One file per subcommand under `commands/`;
+//! each parses its flags, translates them into runtime types, and calls `wasmcell-runtime`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod exit;
+
+#[derive(Parser)]
+#[command(
+    name = "wasmcell",
+    version,
+    about = "Run WebAssembly workloads the way containers run: deny-by-default sandboxes, limits, cached compiled code",
+    after_help = exit::TABLE,
+    after_long_help = concat!(
+        "Environment:\n  WASMCELL_HOME  where state lives (default /var/lib/wasmcell for root, else ~/.local/share/wasmcell)\n",
+        "  WASMCELL_LOG   log filter for stderr, e.g. debug or wasmcell=debug\n\n",
+    ),
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(commands::run::RunCommand),
+    Compile(commands::compile::CompileCommand),
+    Inspect(commands::inspect::InspectCommand),
+    Cache(commands::cache::CacheCommand),
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let result = match cli.command {
+        Command::Run(c) => c.execute(),
+        Command::Compile(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Inspect(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Cache(c) => c.execute().map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            report(&err);
+            ExitCode::from(exit::code_for(&err))
+        }
+    }
+}
+
+/// Prints the error chain on one line; a trap adds its wasm backtrace below.
+fn report(err: &anyhow::Error) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "wasmcell: {err:#}");
+    if let Some(wasmcell_runtime::Error::Trap { backtrace, .. }) = err.downcast_ref() {
+        if !backtrace.is_empty() {
+            let _ = writeln!(stderr, "wasm backtrace:");
+            for (i, frame) in backtrace.iter().enumerate().take(20) {
+                let _ = writeln!(stderr, "  {i:>2}: {frame}");
+            }
+        }
+    }
+}
+
+/// clap's errors become one line and exit 125; `--help` and `--version` print and exit 0.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(exit::WASMCELL_ERROR)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("wasmcell: {first} (see `wasmcell --help`)");
+    ExitCode::from(exit::WASMCELL_ERROR)
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// Logging costs start-up time, so it is only set up when asked for.
+fn init_logging() {
+    let Some(filter) = std::env::var_os("WASMCELL_LOG") else { return };
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.to_string_lossy())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

@@ -1,0 +1,71 @@
+//! Traps, time and memory limits: each stops the guest, says so on stderr, and exits with its code.
+
+use std::time::{Duration, Instant};
+
+use crate::{Cell, both, guests};
+
+#[test]
+fn trap_prints_the_trap_and_a_named_backtrace() {
+    let cell = Cell::new();
+    let out = cell.run(&["run", guests::TRAP_WAT]);
+    out.expect_code(134);
+    let err = out.stderr();
+    assert!(err.starts_with("wasmcell: guest trapped: "), "{err}");
+    assert!(err.contains("unreachable"), "{err}");
+    let frames: Vec<&str> = err.lines().skip_while(|l| !l.starts_with("wasm backtrace")).skip(1).collect();
+    assert!(frames.len() >= 3, "{err}");
+    assert!(frames[0].ends_with("boom") && frames[1].ends_with("outer") && frames[2].ends_with("main"), "{err}");
+}
+
+#[test]
+fn stack_overflow_is_a_trap() {
+    let cell = Cell::new();
+    let out = cell.run(&["run", "--max-stack", "64K", guests::RECURSE_WAT]);
+    out.expect_code(134);
+    assert!(out.stderr().contains("call stack exhausted"), "{}", out.stderr());
+    cell.run(&["run", "--max-stack", "1K", guests::RECURSE_WAT]).expect_code(125);
+}
+
+#[test]
+fn timeout_stops_a_spinning_guest() {
+    let cell = Cell::new();
+    let start = Instant::now();
+    let out = cell.run(&["run", "--timeout", "300ms", guests::SPIN_WAT]);
+    let took = start.elapsed();
+    out.expect_code(124).expect_error_line("time limit of 300ms");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[test]
+fn timeout_stops_a_guest_blocked_in_a_host_call() {
+    let cell = Cell::new();
+    for (kind, file) in both(guests::SLEEP_C, guests::SLEEP_COMPONENT) {
+        let start = Instant::now();
+        let out = cell.run(&["run", "--timeout", "500ms", file.to_str().unwrap(), "100"]);
+        let took = start.elapsed();
+        out.expect_code(124).expect_error_line("time limit");
+        assert!(took < Duration::from_secs(10), "{kind}: took {took:?}");
+        assert_eq!(out.stdout(), "", "{kind}");
+    }
+    // A guest that finishes in time is not disturbed.
+    cell.run(&["run", "--timeout", "30s", guests::SLEEP_C, "0"]).expect_ok();
+}
+
+#[test]
+fn memory_limit_stops_growth() {
+    let cell = Cell::new();
+    for (kind, file) in both(guests::MEMHOG_C, guests::MEMHOG_COMPONENT) {
+        let f = file.to_str().unwrap();
+        let out = cell.run(&["run", "--memory", "64M", f, "16"]);
+        out.expect_ok();
+        assert_eq!(out.stdout(), "allocated 16 MiB\n", "{kind}");
+        let out = cell.run(&["run", "--memory", "64M", f, "200"]);
+        out.expect_code(137);
+        assert!(out.stderr().contains("memory limit of 64 MiB"), "{kind}: {}", out.stderr());
+        assert!(out.stdout().starts_with("allocation failed after "), "{kind}: the guest saw malloc fail: {}", out.stdout());
+        // Without a limit the same request succeeds.
+        cell.run(&["run", f, "200"]).expect_ok();
+    }
+    let out = cell.run(&["run", "--memory", "1M", guests::GROW_WAT]);
+    out.expect_code(137).expect_error_line("memory limit of 1 MiB");
+}

@@ -1,0 +1,488 @@
+//! The wasmtime engine: core modules (WASI preview 1) and components (wasi:cli/command, WASI 0.2),
+//! async host calls on the caller's tokio runtime, epoch interruption for kill and timeout, a resource
+//! limiter for the memory cap, and the compiled-code cache.
+
+use std::hash::Hasher;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Config, Module, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::{Engine, Guest, Program, StopSignal, not_runnable};
+use crate::cache::{Cache, Lookup};
+use crate::inspect::{Input, WasmKind, one_line};
+use crate::instance::{Stdio, StdioSpec};
+use crate::policy::NetworkPolicy;
+use crate::{Error, Result, SandboxPolicy};
+
+/// Engine-wide settings (they shape compiled code or every store).
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    /// Where compiled code is cached; `None` compiles every time.
+    pub cache: Option<Cache>,
+    /// Maximum wasm stack in bytes (wasmtime's default is 512 KiB).
+    pub max_stack: Option<usize>,
+    /// Whether precompiled artifacts may be loaded (they are trusted native code).
+    pub allow_precompiled: bool,
+}
+
+/// [`Engine`] backed by wasmtime.
+#[derive(Clone)]
+pub struct WasmtimeEngine {
+    engine: wasmtime::Engine,
+    fingerprint: [u8; 32],
+    options: EngineOptions,
+}
+
+impl WasmtimeEngine {
+    pub fn new(options: EngineOptions) -> Result<WasmtimeEngine> {
+        let mut config = Config::new();
+        config.epoch_interruption(true).wasm_component_model(true);
+        if let Some(stack) = options.max_stack {
+            if stack < 16 << 10 {
+                return Err(Error::Config("--max-stack must be at least 16K".into()));
+            }
+            config.max_wasm_stack(stack);
+            config.async_stack_size(stack.max(1 << 20) + (1 << 20));
+        }
+        let engine = wasmtime::Engine::new(&config).map_err(engine_err)?;
+        let fingerprint = fingerprint(&engine);
+        Ok(WasmtimeEngine { engine, fingerprint, options })
+    }
+
+    /// The underlying wasmtime engine (for `serve`, which shares it across requests).
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.engine
+    }
+
+    fn compile(&self, input: &Input, kind: WasmKind) -> Result<Vec<u8>> {
+        let what = match kind {
+            WasmKind::Module => "module",
+            WasmKind::Component => "component",
+        };
+        let invalid = |e: wasmtime::Error| not_runnable(format!("{}: invalid {what}: {}", input.name, root_cause(&e)));
+        let start = std::time::Instant::now();
+        let bytes = match kind {
+            WasmKind::Module => Module::new(&self.engine, &input.bytes).map_err(invalid)?.serialize(),
+            WasmKind::Component => Component::new(&self.engine, &input.bytes).map_err(invalid)?.serialize(),
+        }
+        .map_err(engine_err)?;
+        tracing::debug!(input = %input.name, elapsed = ?start.elapsed(), "compiled");
+        Ok(bytes)
+    }
+
+    fn deserialize(&self, kind: WasmKind, compiled: &[u8]) -> wasmtime::Result<Loaded> {
+        // SAFETY: `compiled` was produced by this engine's `serialize` (the cache verified its checksum
+        // and key, which includes the engine's compatibility hash), or the user explicitly allowed a
+        // precompiled artifact; wasmtime re-checks version and settings compatibility itself.
+        Ok(match kind {
+            WasmKind::Module => Loaded::Module(unsafe { Module::deserialize(&self.engine, compiled)? }),
+            WasmKind::Component => Loaded::Component(unsafe { Component::deserialize(&self.engine, compiled)? }),
+        })
+    }
+
+    fn load_compiled(&self, input: &Input) -> Result<Loaded> {
+        if input.precompiled {
+            if !self.options.allow_precompiled {
+                return Err(not_runnable(format!(
+                    "{}: is a precompiled artifact; pass --allow-precompiled to run trusted precompiled code",
+                    input.name
+                )));
+            }
+            let kind = match wasmtime::Engine::detect_precompiled(&input.bytes) {
+                Some(wasmtime::Precompiled::Module) => WasmKind::Module,
+                Some(wasmtime::Precompiled::Component) => WasmKind::Component,
+                None => return Err(not_runnable(format!("{}: not a wasmtime precompiled artifact", input.name))),
+            };
+            return self
+                .deserialize(kind, &input.bytes)
+                .map_err(|e| not_runnable(format!("{}: cannot load precompiled artifact: {}", input.name, root_cause(&e))));
+        }
+        let kind = input.kind()?;
+        let Some(cache) = &self.options.cache else {
+            let compiled = self.compile(input, kind)?;
+            return self.deserialize(kind, &compiled).map_err(engine_err);
+        };
+        let key = Cache::key(&input.bytes, &self.fingerprint);
+        if let Lookup::Hit(compiled) = cache.get(&key) {
+            match self.deserialize(kind, &compiled) {
+                Ok(loaded) => {
+                    tracing::debug!(input = %input.name, %key, "compiled-code cache hit");
+                    return Ok(loaded);
+                }
+                Err(e) => tracing::warn!(%key, "cached code rejected by the engine, recompiling: {e:#}"),
+            }
+        }
+        tracing::debug!(input = %input.name, %key, "compiled-code cache miss, compiling");
+        let compiled = self.compile(input, kind)?;
+        if let Err(e) = cache.put(&key, &compiled) {
+            tracing::warn!(dir = %cache.dir().display(), "failed to write the compiled-code cache: {e}");
+        }
+        self.deserialize(kind, &compiled).map_err(engine_err)
+    }
+}
+
+enum Loaded {
+    Module(Module),
+    Component(Component),
+}
+
+impl Engine for WasmtimeEngine {
+    fn name(&self) -> &'static str {
+        "wasmtime"
+    }
+
+    fn load(&self, input: &Input) -> Result<Arc<dyn Program>> {
+        match self.load_compiled(input)? {
+            Loaded::Module(module) => {
+                if module.get_export("_start").is_none() {
+                    return Err(not_runnable(format!(
+                        "{}: module exports no `_start` function (a reactor or library module): nothing to run",
+                        input.name
+                    )));
+                }
+                let mut linker = wasmtime::Linker::<P1Host>::new(&self.engine);
+                wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h| &mut h.wasi).map_err(engine_err)?;
+                let pre = linker.instantiate_pre(&module).map_err(|e| link_error(&input.name, &e))?;
+                Ok(Arc::new(ModuleProgram { engine: self.engine.clone(), pre }))
+            }
+            Loaded::Component(component) => {
+                check_command_world(&self.engine, &component, &input.name)?;
+                let mut linker = wasmtime::component::Linker::<P2Host>::new(&self.engine);
+                // wasi:cli/exit#exit-with-code is stable since WASI 0.2.12, so exit codes pass through.
+                wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+                let pre = linker.instantiate_pre(&component).map_err(|e| link_error(&input.name, &e))?;
+                let pre = CommandPre::new(pre).map_err(|e| link_error(&input.name, &e))?;
+                Ok(Arc::new(ComponentProgram { engine: self.engine.clone(), pre }))
+            }
+        }
+    }
+
+    fn precompile(&self, input: &Input) -> Result<Vec<u8>> {
+        if input.precompiled {
+            return Err(not_runnable(format!("{}: is already precompiled", input.name)));
+        }
+        self.compile(input, input.kind()?)
+    }
+}
+
+/// A component run by `wasmcell run` must target wasi:cli/command (export `wasi:cli/run@0.2.x`).
+fn check_command_world(engine: &wasmtime::Engine, component: &Component, name: &str) -> Result<()> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.2")) {
+        return Ok(());
+    }
+    let hint = if exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@")) {
+        " (it is a wasi:http handler: use `wasmcell serve`)"
+    } else {
+        ""
+    };
+    let list = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
+    Err(not_runnable(format!(
+        "{name}: unsupported world: the component does not export wasi:cli/run@0.2.x (it exports {list}){hint}"
+    )))
+}
+
+fn link_error(name: &str, e: &wasmtime::Error) -> Error {
+    not_runnable(format!("{name}: cannot link: {}", root_cause(e)))
+}
+
+/// The error's chain of causes on one line.
+fn root_cause(e: &wasmtime::Error) -> String {
+    one_line(&e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "))
+}
+
+fn engine_err(e: wasmtime::Error) -> Error {
+    Error::Engine(root_cause(&e))
+}
+
+/// Hashes wasmtime's compatibility hash (version, compiler settings, CPU features) to stable bytes.
+fn fingerprint(engine: &wasmtime::Engine) -> [u8; 32] {
+    struct ShaHasher(Sha256);
+    impl Hasher for ShaHasher {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut h = ShaHasher(Sha256::new());
+    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
+    h.0.update(b"wasmtime-48.0.8");
+    h.0.finalize().into()
+}
+
+/// Store state for core modules.
+struct P1Host {
+    wasi: WasiP1Ctx,
+    limits: MemoryLimiter,
+}
+
+/// Store state for components.
+struct P2Host {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limits: MemoryLimiter,
+}
+
+impl WasiView for P2Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
+    }
+}
+
+/// Caps each linear memory and remembers whether the cap was hit, so that a guest that then fails is
+/// reported as out of memory rather than as a bare trap.
+struct MemoryLimiter {
+    max_memory: Option<usize>,
+    hit: Arc<AtomicBool>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        match self.max_memory {
+            Some(max) if desired > max => {
+                self.hit.store(true, Ordering::SeqCst);
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 10_000_000)
+    }
+}
+
+/// Builds the WASI context from the policy: the one place capabilities are granted.
+fn wasi_builder(policy: &SandboxPolicy, stdio: &Stdio) -> Result<WasiCtxBuilder> {
+    let mut b = WasiCtxBuilder::new();
+    b.allow_blocking_current_thread(true);
+    b.args(&policy.args);
+    b.envs(&policy.env);
+    for m in &policy.mounts {
+        let meta = std::fs::metadata(&m.host)
+            .map_err(|_| Error::Config(format!("mount source {} does not exist", m.host.display())))?;
+        if !meta.is_dir() {
+            return Err(Error::Config(format!("mount source {} is not a directory", m.host.display())));
+        }
+        let perms = if m.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        b.preopened_dir(&m.host, &m.guest, perms)
+            .map_err(|e| Error::Config(format!("cannot mount {}: {e:#}", m.host.display())))?;
+    }
+    grant_network(&mut b, &policy.network);
+    set_stdio(&mut b, stdio)?;
+    Ok(b)
+}
+
+fn grant_network(b: &mut WasiCtxBuilder, net: &NetworkPolicy) {
+    b.allow_ip_name_lookup(net.name_lookup);
+    let any = !net.allow.is_empty();
+    b.allow_tcp(any).allow_udp(any);
+    let net = Arc::new(net.clone());
+    b.socket_addr_check(move |addr, use_| {
+        use wasmtime_wasi::sockets::SocketAddrUse as U;
+        let implicit_bind = matches!(use_, U::TcpBind | U::UdpBind);
+        let ok = match use_ {
+            // Accepting a client on a listener the policy already allowed.
+            U::TcpAccept => !net.allow.is_empty(),
+            _ => net.allows(addr, implicit_bind),
+        };
+        if !ok {
+            tracing::debug!(%addr, ?use_, "socket use denied by policy");
+        }
+        Box::pin(async move { ok })
+    });
+}
+
+fn set_stdio(b: &mut WasiCtxBuilder, stdio: &Stdio) -> Result<()> {
+    use wasmtime_wasi::cli::{InputFile, OutputFile};
+    let open_out = |p: &std::path::Path| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+            .map_err(Error::io(format!("failed to open {}", p.display())))
+    };
+    match &stdio.stdin {
+        StdioSpec::Inherit => {
+            b.inherit_stdin();
+        }
+        StdioSpec::Null => {}
+        StdioSpec::File(p) => {
+            let f = std::fs::File::open(p).map_err(Error::io(format!("failed to open {}", p.display())))?;
+            b.stdin(InputFile::new(f));
+        }
+    }
+    match &stdio.stdout {
+        StdioSpec::Inherit => {
+            b.inherit_stdout();
+        }
+        StdioSpec::Null => {}
+        StdioSpec::File(p) => {
+            b.stdout(OutputFile::new(open_out(p)?));
+        }
+    }
+    match &stdio.stderr {
+        StdioSpec::Inherit => {
+            b.inherit_stderr();
+        }
+        StdioSpec::Null => {}
+        StdioSpec::File(p) => {
+            b.stderr(OutputFile::new(open_out(p)?));
+        }
+    }
+    Ok(())
+}
+
+fn new_store<T: 'static>(
+    engine: &wasmtime::Engine,
+    data: T,
+    stop: &StopSignal,
+    limiter: fn(&mut T) -> &mut MemoryLimiter,
+) -> Store<T> {
+    let mut store = Store::new(engine, data);
+    store.limiter(move |t| limiter(t) as &mut dyn ResourceLimiter);
+    store.set_epoch_deadline(1);
+    let stop = stop.clone();
+    store.epoch_deadline_callback(move |_| {
+        Ok(if stop.requested().is_some() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
+    });
+    store
+}
+
+fn limiter_for(policy: &SandboxPolicy) -> MemoryLimiter {
+    MemoryLimiter {
+        max_memory: policy.limits.memory.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+        hit: Arc::new(AtomicBool::new(false)),
+    }
+}
+
+struct ModuleProgram {
+    engine: wasmtime::Engine,
+    pre: wasmtime::InstancePre<P1Host>,
+}
+
+impl Program for ModuleProgram {
+    fn kind(&self) -> WasmKind {
+        WasmKind::Module
+    }
+
+    fn create(&self, policy: &SandboxPolicy, stdio: &Stdio, stop: StopSignal) -> Result<Box<dyn Guest>> {
+        let wasi = wasi_builder(policy, stdio)?.build_p1();
+        let limits = limiter_for(policy);
+        let hit = limits.hit.clone();
+        let store = new_store(&self.engine, P1Host { wasi, limits }, &stop, |h| &mut h.limits);
+        Ok(Box::new(ModuleGuest { store, pre: self.pre.clone(), hit, limit: policy.limits.memory }))
+    }
+}
+
+struct ModuleGuest {
+    store: Store<P1Host>,
+    pre: wasmtime::InstancePre<P1Host>,
+    hit: Arc<AtomicBool>,
+    limit: Option<u64>,
+}
+
+impl Guest for ModuleGuest {
+    fn run(self: Box<Self>) -> Pin<Box<dyn Future<Output = Result<i32>> + Send>> {
+        let ModuleGuest { mut store, pre, hit, limit } = *self;
+        Box::pin(async move {
+            let result = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call_async(&mut store, ()).await
+            }
+            .await;
+            outcome(result.map(|()| 0), &hit, limit)
+        })
+    }
+}
+
+struct ComponentProgram {
+    engine: wasmtime::Engine,
+    pre: CommandPre<P2Host>,
+}
+
+impl Program for ComponentProgram {
+    fn kind(&self) -> WasmKind {
+        WasmKind::Component
+    }
+
+    fn create(&self, policy: &SandboxPolicy, stdio: &Stdio, stop: StopSignal) -> Result<Box<dyn Guest>> {
+        let ctx = wasi_builder(policy, stdio)?.build();
+        let limits = limiter_for(policy);
+        let hit = limits.hit.clone();
+        let host = P2Host { ctx, table: ResourceTable::new(), limits };
+        let store = new_store(&self.engine, host, &stop, |h| &mut h.limits);
+        Ok(Box::new(ComponentGuest { store, pre: self.pre.clone(), hit, limit: policy.limits.memory }))
+    }
+}
+
+struct ComponentGuest {
+    store: Store<P2Host>,
+    pre: CommandPre<P2Host>,
+    hit: Arc<AtomicBool>,
+    limit: Option<u64>,
+}
+
+impl Guest for ComponentGuest {
+    fn run(self: Box<Self>) -> Pin<Box<dyn Future<Output = Result<i32>> + Send>> {
+        let ComponentGuest { mut store, pre, hit, limit } = *self;
+        Box::pin(async move {
+            let result = async {
+                let command = pre.instantiate_async(&mut store).await?;
+                command.wasi_cli_run().call_run(&mut store).await
+            }
+            .await;
+            outcome(result.map(|r| if r.is_ok() { 0 } else { 1 }), &hit, limit)
+        })
+    }
+}
+
+/// Maps what the entry point returned to an exit code or a typed error.
+fn outcome(result: wasmtime::Result<i32>, memory_hit: &AtomicBool, limit: Option<u64>) -> Result<i32> {
+    let hit = memory_hit.load(Ordering::SeqCst);
+    let err = match result {
+        Ok(0) => return Ok(0),
+        Ok(code) if hit => {
+            tracing::debug!(code, "guest failed after a denied memory growth");
+            return Err(Error::MemoryLimit(limit.unwrap_or(0)));
+        }
+        Ok(code) => return Ok(code),
+        Err(e) => e,
+    };
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        if exit.0 != 0 && hit {
+            return Err(Error::MemoryLimit(limit.unwrap_or(0)));
+        }
+        return Ok(exit.0);
+    }
+    if hit {
+        return Err(Error::MemoryLimit(limit.unwrap_or(0)));
+    }
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+        let backtrace = err
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .map(|bt| {
+                bt.frames()
+                    .iter()
+                    .map(|f| match f.func_name() {
+                        Some(name) => name.to_string(),
+                        None => format!("<wasm function {}>", f.func_index()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Err(Error::Trap { message: trap.to_string(), backtrace });
+    }
+    Err(engine_err(err))
+}

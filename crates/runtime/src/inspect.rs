@@ -1,0 +1,244 @@
+//! Reading wasm inputs without compiling them: the text format, module vs component, the WASI version,
+//! imports and exports. Used by `run` to pick the right path and by `wasmcell inspect`.
+
+use std::path::Path;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmparser::{ComponentExternalKind, ComponentTypeRef, ExternalKind, Parser, Payload, TypeRef};
+
+use crate::{Error, Result};
+
+/// Whether a binary is a core module or a component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WasmKind {
+    Module,
+    Component,
+}
+
+/// An input read from disk: binary wasm (the text format already translated), or an engine's
+/// precompiled artifact.
+pub struct Input {
+    /// A short name for messages and argv[0] (the file name).
+    pub name: String,
+    /// The binary bytes.
+    pub bytes: Vec<u8>,
+    /// Whether the bytes are a precompiled artifact (`wasmcell compile` output).
+    pub precompiled: bool,
+}
+
+impl Input {
+    /// Reads `path`: 127-class [`Error::NotFound`] when it does not exist, 126-class
+    /// [`Error::NotRunnable`] when it is neither wasm, nor WAT, nor a precompiled artifact.
+    pub fn read(path: &Path) -> Result<Input> {
+        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(path.to_path_buf()),
+            std::io::ErrorKind::IsADirectory => {
+                Error::NotRunnable(format!("{}: is a directory, not a wasm file", path.display()))
+            }
+            _ => Error::Io { context: format!("failed to read {}", path.display()), source: e },
+        })?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Input::from_bytes(name, bytes)
+    }
+
+    /// Classifies bytes already in memory (see [`Input::read`]).
+    pub fn from_bytes(name: String, bytes: Vec<u8>) -> Result<Input> {
+        if bytes.starts_with(b"\0asm") {
+            return Ok(Input { name, bytes, precompiled: false });
+        }
+        if bytes.starts_with(b"\x7fELF") {
+            return Ok(Input { name, bytes, precompiled: true });
+        }
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| Error::NotRunnable(format!("{name}: not a WebAssembly file (no wasm magic number)")))?;
+        let looks_like_wat = text.trim_start().starts_with('(') || text.trim_start().starts_with(";;");
+        if !looks_like_wat {
+            return Err(Error::NotRunnable(format!("{name}: not a WebAssembly file (no wasm magic number)")));
+        }
+        let bytes = wat::parse_str(text)
+            .map_err(|e| Error::NotRunnable(format!("{name}: invalid WebAssembly text: {}", one_line(&e.to_string()))))?;
+        Ok(Input { name, bytes, precompiled: false })
+    }
+
+    pub fn kind(&self) -> Result<WasmKind> {
+        kind_of(&self.bytes).ok_or_else(|| Error::NotRunnable(format!("{}: unsupported wasm binary version", self.name)))
+    }
+}
+
+/// Module or component, from the header.
+pub fn kind_of(bytes: &[u8]) -> Option<WasmKind> {
+    if Parser::is_core_wasm(bytes) {
+        Some(WasmKind::Module)
+    } else if Parser::is_component(bytes) {
+        Some(WasmKind::Component)
+    } else {
+        None
+    }
+}
+
+/// What `wasmcell inspect` reports.
+#[derive(Debug, Serialize)]
+pub struct WasmInfo {
+    pub kind: WasmKind,
+    /// `preview1`, `0.2.x` (the highest wasi:* version a component names), or `none`.
+    pub wasi: String,
+    pub size: usize,
+    pub sha256: String,
+    pub imports: Vec<Item>,
+    pub exports: Vec<Item>,
+}
+
+/// One import or export: `module::name` for core modules, the interface or function name for
+/// components; `kind` is func, memory, table, global, tag, instance, component, module, type or value.
+#[derive(Debug, Serialize)]
+pub struct Item {
+    pub name: String,
+    pub kind: &'static str,
+}
+
+/// Parses a binary's top level (nested modules and components are skipped).
+pub fn inspect(bytes: &[u8]) -> Result<WasmInfo> {
+    let malformed = |e: wasmparser::BinaryReaderError| Error::NotRunnable(format!("malformed wasm: {e}"));
+    let kind = kind_of(bytes).ok_or_else(|| Error::NotRunnable("not a WebAssembly binary".into()))?;
+    let mut imports = Vec::new();
+    let mut exports = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(malformed)?;
+        match payload {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ImportSection(r) if depth == 0 => {
+                for imp in r.into_imports() {
+                    let imp = imp.map_err(malformed)?;
+                    imports.push(Item { name: format!("{}::{}", imp.module, imp.name), kind: core_ref_kind(imp.ty) });
+                }
+            }
+            Payload::ExportSection(r) if depth == 0 => {
+                for exp in r {
+                    let exp = exp.map_err(malformed)?;
+                    exports.push(Item { name: exp.name.to_string(), kind: core_kind(exp.kind) });
+                }
+            }
+            Payload::ComponentImportSection(r) if depth == 0 => {
+                for imp in r {
+                    let imp = imp.map_err(malformed)?;
+                    imports.push(Item { name: imp.name.name.to_string(), kind: component_ref_kind(imp.ty) });
+                }
+            }
+            Payload::ComponentExportSection(r) if depth == 0 => {
+                for exp in r {
+                    let exp = exp.map_err(malformed)?;
+                    exports.push(Item { name: exp.name.name.to_string(), kind: component_kind(exp.kind) });
+                }
+            }
+            _ => {}
+        }
+    }
+    let wasi = wasi_version(kind, &imports, &exports);
+    Ok(WasmInfo { kind, wasi, size: bytes.len(), sha256: hex::encode(Sha256::digest(bytes)), imports, exports })
+}
+
+fn wasi_version(kind: WasmKind, imports: &[Item], exports: &[Item]) -> String {
+    match kind {
+        WasmKind::Module => {
+            if imports.iter().any(|i| i.name.starts_with("wasi_snapshot_preview1::")) {
+                "preview1".into()
+            } else if imports.iter().any(|i| i.name.starts_with("wasi_unstable::")) {
+                "preview0".into()
+            } else {
+                "none".into()
+            }
+        }
+        WasmKind::Component => imports
+            .iter()
+            .chain(exports)
+            .filter(|i| i.name.starts_with("wasi:"))
+            .filter_map(|i| i.name.rsplit_once('@').map(|(_, v)| v.to_string()))
+            .max_by(|a, b| version_key(a).cmp(&version_key(b)))
+            .unwrap_or_else(|| "none".into()),
+    }
+}
+
+fn version_key(v: &str) -> Vec<u64> {
+    v.split(['.', '-']).map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+fn core_ref_kind(ty: TypeRef) -> &'static str {
+    match ty {
+        TypeRef::Func(_) => "func",
+        TypeRef::Table(_) => "table",
+        TypeRef::Memory(_) => "memory",
+        TypeRef::Global(_) => "global",
+        TypeRef::Tag(_) => "tag",
+        #[allow(unreachable_patterns)]
+        _ => "func",
+    }
+}
+
+fn core_kind(kind: ExternalKind) -> &'static str {
+    match kind {
+        ExternalKind::Func => "func",
+        ExternalKind::Table => "table",
+        ExternalKind::Memory => "memory",
+        ExternalKind::Global => "global",
+        ExternalKind::Tag => "tag",
+        #[allow(unreachable_patterns)]
+        _ => "func",
+    }
+}
+
+fn component_ref_kind(ty: ComponentTypeRef) -> &'static str {
+    match ty {
+        ComponentTypeRef::Module(_) => "module",
+        ComponentTypeRef::Func(_) => "func",
+        ComponentTypeRef::Value(_) => "value",
+        ComponentTypeRef::Type(_) => "type",
+        ComponentTypeRef::Instance(_) => "instance",
+        ComponentTypeRef::Component(_) => "component",
+    }
+}
+
+fn component_kind(kind: ComponentExternalKind) -> &'static str {
+    match kind {
+        ComponentExternalKind::Module => "module",
+        ComponentExternalKind::Func => "func",
+        ComponentExternalKind::Value => "value",
+        ComponentExternalKind::Type => "type",
+        ComponentExternalKind::Instance => "instance",
+        ComponentExternalKind::Component => "component",
+    }
+}
+
+/// Folds a multi-line message (the text parser's, with a source excerpt) into its first line.
+pub(crate) fn one_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_imports_and_exports() {
+        let wasm = wat::parse_str(
+            r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+                 (memory (export "memory") 1) (func (export "_start")))"#,
+        )
+        .unwrap();
+        let info = inspect(&wasm).unwrap();
+        assert_eq!(info.kind, WasmKind::Module);
+        assert_eq!(info.wasi, "preview1");
+        assert_eq!(info.imports[0].name, "wasi_snapshot_preview1::fd_write");
+        assert_eq!(info.exports.len(), 2);
+    }
+
+    #[test]
+    fn not_wasm() {
+        assert!(matches!(Input::from_bytes("x".into(), b"#!/bin/sh\n".to_vec()), Err(Error::NotRunnable(_))));
+        assert!(matches!(Input::from_bytes("x".into(), b"(module (func $f (i32.bogus)))".to_vec()), Err(Error::NotRunnable(_))));
+        assert!(matches!(inspect(b"\0asm\x01\0\0\0\x01\xff"), Err(Error::NotRunnable(_))));
+    }
+}

@@ -1,0 +1,185 @@
+//! The instance lifecycle: create, start, kill, wait for the exit status.
+//!
+//! This is what `wasmcell run`, `wasmcell serve` and the containerd shim drive. An [`Instance`] owns
+//! one [`Guest`]; it runs on its own thread ([`Instance::start`]) or on the caller's
+//! ([`Instance::run`]), on a current-thread tokio runtime. Kill and timeout go through the guest's
+//! [`StopSignal`]: wasm code is interrupted at its next epoch check, a guest blocked in a host call is
+//! dropped at once. Nothing polls.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Guest, Program, StopReason, StopSignal};
+use crate::{Error, Result, SandboxPolicy};
+
+/// Where a standard stream goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StdioSpec {
+    /// The host process's own stream.
+    Inherit,
+    /// Nothing: stdin is empty, output is discarded.
+    #[default]
+    Null,
+    /// A file or fifo (opened for append when written).
+    File(PathBuf),
+}
+
+/// The three standard streams of a guest. `Default` connects none of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stdio {
+    pub stdin: StdioSpec,
+    pub stdout: StdioSpec,
+    pub stderr: StdioSpec,
+}
+
+impl Stdio {
+    /// All three streams of the host process.
+    pub fn inherit() -> Stdio {
+        Stdio { stdin: StdioSpec::Inherit, stdout: StdioSpec::Inherit, stderr: StdioSpec::Inherit }
+    }
+}
+
+/// How a guest ended on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub code: i32,
+}
+
+/// A cloneable handle that stops an instance from any thread.
+#[derive(Clone, Debug)]
+pub struct KillHandle(StopSignal);
+
+impl KillHandle {
+    pub fn kill(&self) {
+        self.0.request(StopReason::Killed);
+    }
+}
+
+enum State {
+    Created(Box<dyn Guest>),
+    Running(JoinHandle<Result<ExitStatus>>),
+    Exited(Result<ExitStatus, String>),
+    Taken,
+}
+
+/// One sandboxed instance of a program.
+pub struct Instance {
+    state: State,
+    stop: StopSignal,
+    timeout: Option<Duration>,
+}
+
+impl Instance {
+    /// Creates an instance of `program` granted exactly `policy`. It does not run until started.
+    pub fn create(
+        program: &Arc<dyn Program>,
+        interrupt: impl Fn() + Send + Sync + 'static,
+        policy: &SandboxPolicy,
+        stdio: &Stdio,
+    ) -> Result<Instance> {
+        let stop = StopSignal::new(interrupt);
+        let guest = program.create(policy, stdio, stop.clone())?;
+        Ok(Instance { state: State::Created(guest), stop, timeout: policy.limits.timeout })
+    }
+
+    pub fn kill_handle(&self) -> KillHandle {
+        KillHandle(self.stop.clone())
+    }
+
+    /// Stops the guest (see the module docs); `wait` then returns [`Error::Killed`].
+    pub fn kill(&self) {
+        self.stop.request(StopReason::Killed);
+    }
+
+    /// Starts the guest on a thread of its own.
+    pub fn start(&mut self) -> Result<()> {
+        let State::Created(guest) = std::mem::replace(&mut self.state, State::Taken) else {
+            return Err(Error::Config("instance already started".into()));
+        };
+        let (stop, timeout) = (self.stop.clone(), self.timeout);
+        let handle = std::thread::Builder::new()
+            .name("wasmcell-guest".into())
+            .spawn(move || drive(guest, stop, timeout))
+            .map_err(Error::io("failed to spawn the guest thread"))?;
+        self.state = State::Running(handle);
+        Ok(())
+    }
+
+    /// Runs the guest to completion on the calling thread (`create` + `start` + `wait` without a
+    /// thread of its own).
+    pub fn run(mut self) -> Result<ExitStatus> {
+        match std::mem::replace(&mut self.state, State::Taken) {
+            State::Created(guest) => drive(guest, self.stop.clone(), self.timeout),
+            _ => Err(Error::Config("instance already started".into())),
+        }
+    }
+
+    /// Waits for a started guest to end.
+    pub fn wait(&mut self) -> Result<ExitStatus> {
+        if let State::Running(handle) = std::mem::replace(&mut self.state, State::Taken) {
+            let result = handle.join().unwrap_or_else(|_| Err(Error::Config("guest thread panicked".into())));
+            self.state = State::Exited(result.as_ref().copied().map_err(|e| e.to_string()));
+            return result;
+        }
+        match &self.state {
+            State::Exited(Ok(status)) => Ok(*status),
+            State::Exited(Err(e)) => Err(Error::Config(e.clone())),
+            _ => Err(Error::Config("instance was not started".into())),
+        }
+    }
+
+    /// Whether a started guest has ended.
+    pub fn is_finished(&self) -> bool {
+        match &self.state {
+            State::Running(h) => h.is_finished(),
+            State::Exited(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn drive(guest: Box<dyn Guest>, stop: StopSignal, timeout: Option<Duration>) -> Result<ExitStatus> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::io("failed to start the guest's event loop"))?;
+    // The watchdog sleeps until the deadline or until the guest ends (its sender is dropped).
+    let (done, watchdog) = match timeout {
+        Some(t) => {
+            let (tx, rx) = mpsc::channel::<()>();
+            let stop = stop.clone();
+            let w = std::thread::Builder::new()
+                .name("wasmcell-timeout".into())
+                .spawn(move || {
+                    if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(t) {
+                        stop.request(StopReason::Timeout);
+                    }
+                })
+                .map_err(Error::io("failed to spawn the timeout thread"))?;
+            (Some(tx), Some(w))
+        }
+        None => (None, None),
+    };
+    let result = rt.block_on(async {
+        tokio::select! {
+            biased;
+            () = stop.wait() => Err(Error::Killed),
+            r = guest.run() => r,
+        }
+    });
+    drop(done);
+    if let Some(w) = watchdog {
+        let _ = w.join();
+    }
+    match (stop.requested(), result) {
+        (_, Ok(code)) => Ok(ExitStatus { code }),
+        (Some(StopReason::Timeout), Err(_)) => Err(Error::Timeout(timeout.unwrap_or_default())),
+        (Some(StopReason::Killed), Err(_)) => Err(Error::Killed),
+        (None, Err(e)) => Err(e),
+    }
+}

@@ -1,0 +1,27 @@
+//! wasmcell's runtime: everything between "here are some wasm bytes and a sandbox policy" and "the guest
+//! ran and exited with this status".
+//!
+//! It owns:
+//! - [`policy`]: the sandbox policy, plain serde data. Every entry point (CLI flags, image config, an OCI
+//!   runtime spec) is translated into a [`SandboxPolicy`]; nothing grants a capability anywhere else.
+//! - [`engine`]: the engine seam ([`Engine`], [`Program`], [`Guest`]) and its wasmtime implementation.
+//! - [`cache`]: the on-disk compiled-code cache, keyed by input digest and engine compatibility hash.
+//! - [`instance`]: the instance lifecycle (create, start, kill, wait) that `run`, `serve` and the
+//!   containerd shim drive.
+//! - [`inspect`]: reading a wasm binary's kind, WASI version, imports and exports without compiling it.
+//!
+//! It knows nothing of clap, HTTP or containerd.
+
+pub mod cache;
+pub mod engine;
+mod error;
+pub mod fsutil;
+pub mod home;
+pub mod inspect;
+pub mod instance;
+pub mod policy;
+
+pub use engine::{Engine, Guest, Program, WasmtimeEngine};
+pub use error::{Error, Result};
+pub use instance::{ExitStatus, Instance, Stdio, StdioSpec};
+pub use policy::SandboxPolicy;
