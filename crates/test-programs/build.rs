@@ -38,7 +38,7 @@ fn main() {
     }
     for src in sources(&manifest.join("wat"), "wat") {
         let name = stem(&src);
-        let wasm = out.join(format!("{name}.wasm"));
+        let wasm = out.join(format!("{name}.wat.wasm"));
         let bytes = wat::parse_file(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
         std::fs::write(&wasm, bytes).unwrap();
         constant(&mut consts, &format!("{name}_wat"), &src);

@@ -80,10 +80,12 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
+    // clap's message runs until the first blank line (then comes usage); fold it onto one line.
     let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("wasmcell: {first} (see `wasmcell --help`)");
+    let message: Vec<&str> = rendered.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    eprintln!("wasmcell: {message} (see `wasmcell --help`)");
     ExitCode::from(exit::WASMCELL_ERROR)
 }
 

@@ -19,7 +19,7 @@ int main(int argc, char **argv) {
     if (strcmp(op, "read") == 0) {
         FILE *f = fopen(path, "r");
         if (!f) return fail(path);
-        char buf[4096];
+        static char buf[4096];
         size_t n = fread(buf, 1, sizeof buf - 1, f);
         buf[n] = 0;
         fclose(f);

@@ -3,10 +3,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+static char *volatile keep[4096]; // the allocations stay reachable, so the compiler cannot elide them
+
 int main(int argc, char **argv) {
     int want = argc > 1 ? atoi(argv[1]) : 16;
-    for (int i = 0; i < want; i++) {
+    printf("memhog: allocating %d MiB\n", want);
+    fflush(stdout);
+    for (int i = 0; i < want && i < 4096; i++) {
         char *p = malloc(1 << 20);
+        keep[i] = p;
         if (!p) {
             printf("allocation failed after %d MiB\n", i);
             return 3;

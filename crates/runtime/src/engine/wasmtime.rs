@@ -194,9 +194,15 @@ fn link_error(name: &str, e: &wasmtime::Error) -> Error {
     not_runnable(format!("{name}: cannot link: {}", root_cause(e)))
 }
 
-/// The error's chain of causes on one line.
+/// The error's chain of causes on one line (wasm backtraces, which are multi-line, left out).
 fn root_cause(e: &wasmtime::Error) -> String {
-    one_line(&e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "))
+    let causes: Vec<String> = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|c| !c.starts_with("error while executing at wasm backtrace"))
+        .map(|c| one_line(&c))
+        .collect();
+    causes.join(": ")
 }
 
 fn engine_err(e: wasmtime::Error) -> Error {
@@ -265,7 +271,8 @@ impl ResourceLimiter for MemoryLimiter {
 /// Builds the WASI context from the policy: the one place capabilities are granted.
 fn wasi_builder(policy: &SandboxPolicy, stdio: &Stdio) -> Result<WasiCtxBuilder> {
     let mut b = WasiCtxBuilder::new();
-    b.allow_blocking_current_thread(true);
+    // Host calls stay async (no `allow_blocking_current_thread`): a guest blocked in one, e.g. sleeping
+    // in poll_oneoff, must stay interruptible by kill and timeout.
     b.args(&policy.args);
     b.envs(&policy.env);
     for m in &policy.mounts {
@@ -469,20 +476,23 @@ fn outcome(result: wasmtime::Result<i32>, memory_hit: &AtomicBool, limit: Option
     if hit {
         return Err(Error::MemoryLimit(limit.unwrap_or(0)));
     }
-    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
-        let backtrace = err
-            .downcast_ref::<wasmtime::WasmBacktrace>()
-            .map(|bt| {
-                bt.frames()
-                    .iter()
-                    .map(|f| match f.func_name() {
-                        Some(name) => name.to_string(),
-                        None => format!("<wasm function {}>", f.func_index()),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        return Err(Error::Trap { message: trap.to_string(), backtrace });
-    }
-    Err(engine_err(err))
+    // A trap, or a host function failing the guest (e.g. proc_exit with a status out of range): either
+    // way the guest's execution was aborted.
+    let backtrace = err
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| {
+            bt.frames()
+                .iter()
+                .map(|f| match f.func_name() {
+                    Some(name) => name.to_string(),
+                    None => format!("<wasm function {}>", f.func_index()),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let message = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => root_cause(&err),
+    };
+    Err(Error::Trap { message, backtrace })
 }
