@@ -98,9 +98,10 @@ impl Instance {
 
     /// Starts the guest on a thread of its own.
     pub fn start(&mut self) -> Result<()> {
-        let State::Created(guest) = std::mem::replace(&mut self.state, State::Taken) else {
+        if !matches!(self.state, State::Created(_)) {
             return Err(Error::Config("instance already started".into()));
-        };
+        }
+        let State::Created(guest) = std::mem::replace(&mut self.state, State::Taken) else { unreachable!() };
         let (stop, timeout) = (self.stop.clone(), self.timeout);
         let handle = std::thread::Builder::new()
             .name("wasmcell-guest".into())
@@ -121,7 +122,8 @@ impl Instance {
 
     /// Waits for a started guest to end.
     pub fn wait(&mut self) -> Result<ExitStatus> {
-        if let State::Running(handle) = std::mem::replace(&mut self.state, State::Taken) {
+        if matches!(self.state, State::Running(_)) {
+            let State::Running(handle) = std::mem::replace(&mut self.state, State::Taken) else { unreachable!() };
             let result = handle.join().unwrap_or_else(|_| Err(Error::Config("guest thread panicked".into())));
             self.state = State::Exited(result.as_ref().copied().map_err(|e| e.to_string()));
             return result;
