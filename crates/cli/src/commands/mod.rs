@@ -22,5 +22,5 @@ pub enum Format {
 /// The engine every command uses, with the compiled-code cache under the home unless disabled.
 pub fn engine(use_cache: bool, max_stack: Option<usize>, allow_precompiled: bool) -> Result<WasmtimeEngine> {
     let cache = use_cache.then(|| Cache::new(Home::from_env().compiled_cache()));
-    Ok(WasmtimeEngine::new(EngineOptions { cache, max_stack, allow_precompiled })?)
+    Ok(WasmtimeEngine::new(EngineOptions { cache, max_stack, allow_precompiled, single_instance: true })?)
 }

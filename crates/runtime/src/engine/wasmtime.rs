@@ -30,6 +30,10 @@ pub struct EngineOptions {
     pub max_stack: Option<usize>,
     /// Whether precompiled artifacts may be loaded (they are trusted native code).
     pub allow_precompiled: bool,
+    /// Whether each instance runs alone (`wasmcell run`): copy-on-write memory images then cost a memfd
+    /// and a mapping per start and save nothing, so data segments are copied instead. Leave it off when
+    /// many instances share a module (serve).
+    pub single_instance: bool,
 }
 
 /// [`Engine`] backed by wasmtime.
@@ -50,6 +54,9 @@ impl WasmtimeEngine {
             }
             config.max_wasm_stack(stack);
             config.async_stack_size(stack.max(1 << 20) + (1 << 20));
+        }
+        if options.single_instance {
+            config.memory_init_cow(false);
         }
         let engine = wasmtime::Engine::new(&config).map_err(engine_err)?;
         let fingerprint = fingerprint(&engine);
