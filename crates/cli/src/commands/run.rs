@@ -107,11 +107,6 @@ impl RunCommand {
         for v in &self.volume {
             p.mounts.push(Mount::parse_volume(v).map_err(config)?);
         }
-        for m in &p.mounts {
-            if !m.host.is_dir() {
-                return Err(Error::Config(format!("mount source {} does not exist or is not a directory", m.host.display())).into());
-            }
-        }
         for n in &self.net {
             p.network.allow.push(n.parse::<NetRule>().map_err(config)?);
         }
