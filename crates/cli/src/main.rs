@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod exit;
+mod images;
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,17 @@ enum Command {
     Compile(commands::compile::CompileCommand),
     Inspect(commands::inspect::InspectCommand),
     Cache(commands::cache::CacheCommand),
+    Pull(commands::pull::PullCommand),
+    Push(commands::push::PushCommand),
+    Images(commands::images::ImagesCommand),
+    Rmi(commands::rmi::RmiCommand),
+    Tag(commands::tag::TagCommand),
+    Login(commands::login::LoginCommand),
+    Logout(commands::login::LogoutCommand),
+    Save(commands::save::SaveCommand),
+    Load(commands::load::LoadCommand),
+    Prune(commands::prune::PruneCommand),
+    System(commands::system::SystemCommand),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +56,17 @@ fn main() -> ExitCode {
         Command::Compile(c) => c.execute().map(|()| ExitCode::SUCCESS),
         Command::Inspect(c) => c.execute().map(|()| ExitCode::SUCCESS),
         Command::Cache(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Pull(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Push(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Images(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Rmi(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Tag(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Login(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Logout(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Save(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Load(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Prune(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::System(c) => c.execute(),
     };
     match result {
         Ok(code) => code,

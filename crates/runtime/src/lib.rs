@@ -15,7 +15,7 @@
 pub mod cache;
 pub mod engine;
 mod error;
-pub mod fsutil;
+pub use wasmcell_fsutil as fsutil;
 pub mod home;
 pub mod inspect;
 pub mod instance;

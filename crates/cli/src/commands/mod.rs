@@ -8,8 +8,18 @@ use wasmcell_runtime::WasmtimeEngine;
 
 pub mod cache;
 pub mod compile;
+pub mod images;
 pub mod inspect;
+pub mod load;
+pub mod login;
+pub mod prune;
+pub mod pull;
+pub mod push;
+pub mod rmi;
 pub mod run;
+pub mod save;
+pub mod system;
+pub mod tag;
 
 /// Output format of commands that print data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -10,10 +10,14 @@ use wasmcell_runtime::policy::{self, Mount, NetRule};
 use wasmcell_runtime::{Engine, Error, Instance, SandboxPolicy, Stdio};
 
 use crate::exit;
+use crate::images::{self, PullPolicy, RegistryFlags, Runnable};
 
-/// Run a WASI module or component (binary or .wat) with FILE's ARGS as its argv[1..].
+/// Run a WASI module or component (a file: binary or .wat; or an image reference) with ARGS as
+/// its argv[1..].
 ///
-/// Nothing is granted unless asked: no environment, no files, no network.
+/// Nothing is granted unless asked: no environment, no files, no network. An image brings its
+/// own environment (Env) and default arguments (Cmd); a compat image's rootfs is mounted
+/// read-only at /.
 #[derive(Args, Debug)]
 #[command(after_help = exit::TABLE)]
 pub struct RunCommand {
@@ -62,9 +66,17 @@ pub struct RunCommand {
     #[arg(long = "allow-precompiled")]
     allow_precompiled: bool,
 
-    /// The module or component to run (.wasm, .wat, or with --allow-precompiled a .cwasm).
-    #[arg(value_name = "FILE")]
-    file: PathBuf,
+    /// When to pull an IMAGE: missing (not in the local store), always, never.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, value_name = "WHEN")]
+    pull: PullPolicy,
+
+    #[command(flatten)]
+    registry: RegistryFlags,
+
+    /// The module or component to run: a file (.wasm, .wat, or with --allow-precompiled a
+    /// .cwasm), or an image reference such as 127.0.0.1:5000/team/app:1.0.
+    #[arg(value_name = "FILE|IMAGE")]
+    target: String,
 
     /// Arguments passed to the guest.
     #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
@@ -73,9 +85,16 @@ pub struct RunCommand {
 
 impl RunCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        let policy = self.policy()?;
+        let (path, image) = if images::looks_like_file(&self.target) {
+            (PathBuf::from(&self.target), None)
+        } else {
+            let reference = images::parse_ref(&self.target)?;
+            let runnable = images::resolve(&reference, self.pull, &self.registry)?;
+            (runnable.wasm.clone(), Some(runnable))
+        };
+        let policy = self.policy(&path, image.as_ref())?;
         let engine = super::engine(!self.no_cache, policy.limits.max_stack, self.allow_precompiled)?;
-        let input = Input::read(&self.file)?;
+        let input = Input::read(&path)?;
         let program = engine.load(&input)?;
         let wasmtime = engine.wasmtime().clone();
         let instance = Instance::create(&program, move || wasmtime.increment_epoch(), &policy, &Stdio::inherit())?;
@@ -84,10 +103,30 @@ impl RunCommand {
     }
 
     /// Translates the flags into the sandbox policy: the only thing the runtime is given.
-    fn policy(&self) -> Result<SandboxPolicy> {
+    /// An image contributes its argv[0], default arguments (replaced by ARGS when given),
+    /// environment (under the flags'), and a compat image its rootfs, read-only at `/`.
+    fn policy(&self, path: &std::path::Path, image: Option<&Runnable>) -> Result<SandboxPolicy> {
         let mut p = SandboxPolicy::default();
-        let argv0 = self.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        p.args = std::iter::once(argv0).chain(self.args.iter().cloned()).collect();
+        let argv0 = match image {
+            Some(img) => img.argv0.clone(),
+            None => path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        };
+        let args = match image {
+            Some(img) if self.args.is_empty() => img.default_args.clone(),
+            _ => self.args.clone(),
+        };
+        p.args = std::iter::once(argv0).chain(args).collect();
+        if let Some(img) = image {
+            for e in &img.env {
+                let (k, v) = e.split_once('=').unwrap_or((e, ""));
+                policy::check_env(k, v).map_err(config).context("invalid Env in the image config")?;
+                p.env.retain(|(key, _)| key != k);
+                p.env.push((k.to_string(), v.to_string()));
+            }
+            if let Some(rootfs) = &img.rootfs {
+                p.mounts.push(Mount { host: rootfs.clone(), guest: "/".into(), read_only: true });
+            }
+        }
         for file in &self.env_file {
             let text = std::fs::read_to_string(file).map_err(|e| Error::Config(format!("cannot read env file {}: {e}", file.display())))?;
             for line in text.lines() {

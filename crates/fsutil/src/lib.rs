@@ -1,10 +1,12 @@
-//! File-system helpers shared by every on-disk structure: nothing is ever half written.
+//! File-system helpers shared by every on-disk structure of wasmcell (compiled-code cache, image store,
+//! credentials): nothing is ever half written.
 
 use std::io::Write;
 use std::path::Path;
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename, fsync of
 /// the directory. A crash at any moment leaves either the old content or the new, never a mix.
+/// The file is created with mode 0600 before anything is written (safe for credentials).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     atomic_write_with(path, |f| f.write_all(bytes))
 }

@@ -1,0 +1,29 @@
+//! wasmcell's images: how Wasm travels and where it is kept.
+//!
+//! - [`reference`]: image references (`127.0.0.1:5000/team/app:1.0`, `name@sha256:...`).
+//! - [`digest`]: content digests, and hashing while streaming.
+//! - [`store`]: the local content-addressed store (immutable blobs named by digest, ingests
+//!   invisible until committed, names kept apart from blobs, prune and check).
+//! - [`image`]: the three formats read (CNCF Wasm artifact, runwasi wasm-layer, compat) and the
+//!   one written (the CNCF Wasm artifact), and resolving an image into something to run.
+//! - [`registry`]: the registry client (oci-client underneath): pull, push, auth, retries.
+//! - [`auth`]: credentials from `wasmcell login` and the docker config, never logged.
+//! - [`unpack`]: safe extraction of compat rootfs layers.
+//! - [`layout`]: OCI image-layout tar archives (`save` / `load`).
+//!
+//! Architecture Invariant: this crate never links wasmtime; wasm is bytes here.
+
+pub mod auth;
+pub mod digest;
+pub mod error;
+pub mod image;
+pub mod layout;
+pub mod reference;
+pub mod registry;
+pub mod store;
+pub mod unpack;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use reference::Reference;
+pub use store::Store;

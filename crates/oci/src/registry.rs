@@ -1,0 +1,630 @@
+//! The registry client: pull into the store, push from it.
+//!
+//! oci-client does the distribution protocol (Basic and Bearer auth with the WWW-Authenticate
+//! challenge, blob streams, upload sessions, cross-repository mounts). Around it this module adds
+//! what a pull must guarantee: manifests read under a size limit, every byte checked against its
+//! digest while streaming into a store ingest, blobs already stored never fetched again, blobs the
+//! registry has never sent again (HEAD), retries with backoff on 5xx and broken connections,
+//! errors a user can act on, and progress events.
+//!
+//! Plain HTTP is used only for loopback registries (`localhost`, `127.0.0.0/8`, `::1`) or with
+//! `insecure`; everything else is HTTPS with verified certificates.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::RegistryOperation;
+
+use crate::auth::CredentialStore;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::{self, Content, Descriptor, Image};
+use crate::reference::Reference;
+use crate::store::{ImageRecord, MAX_MANIFEST_BYTES, Store};
+
+/// Progress of one pull or push, for a progress bar. Sent from worker tasks.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A blob transfer started (`size` bytes expected).
+    Start { digest: Digest, size: u64 },
+    /// `bytes` more of it moved.
+    Advance { digest: Digest, bytes: u64 },
+    /// It finished.
+    Done { digest: Digest },
+    /// Nothing to move: already stored locally (pull) or already in the registry (push).
+    Skip { digest: Digest, size: u64 },
+}
+
+pub type ProgressFn = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// How to talk to registries.
+#[derive(Clone)]
+pub struct Options {
+    /// Plain HTTP to any registry (otherwise only to loopback ones).
+    pub insecure: bool,
+    pub credentials: Arc<CredentialStore>,
+    pub progress: Option<ProgressFn>,
+    /// Attempts for a request that failed with a 5xx or a broken connection.
+    pub attempts: u32,
+    /// First retry delay; doubles each time.
+    pub backoff: Duration,
+    /// Blobs fetched at once.
+    pub concurrency: usize,
+}
+
+impl Options {
+    pub fn new(credentials: CredentialStore) -> Options {
+        Options {
+            insecure: false,
+            credentials: Arc::new(credentials),
+            progress: None,
+            attempts: 4,
+            backoff: Duration::from_millis(200),
+            concurrency: 4,
+        }
+    }
+}
+
+/// What a pull did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PullReport {
+    pub reference: String,
+    /// The top-level digest (manifest or index).
+    pub digest: Digest,
+    /// The manifest picked for the wasm platform.
+    pub manifest: Digest,
+    pub kind: image::ImageKind,
+    pub blobs_fetched: u64,
+    pub bytes_fetched: u64,
+    pub blobs_present: u64,
+}
+
+/// What a push did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PushReport {
+    pub reference: String,
+    pub digest: Digest,
+    pub blobs_uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub blobs_mounted: u64,
+    pub blobs_present: u64,
+}
+
+/// A registry client for one command. Holds auth state (tokens) across its requests.
+pub struct Client {
+    oci: oci_client::Client,
+    http: reqwest::Client,
+    options: Options,
+    /// Authorization header per (registry, repository, operation), as found by the first request.
+    auth_headers: Mutex<HashMap<(String, String, bool), Option<String>>>,
+}
+
+impl Client {
+    /// A client for `reference`'s registry (plain HTTP decided from it and `options.insecure`).
+    pub fn new(options: Options, reference: &Reference) -> Result<Client> {
+        let plain = options.insecure || reference.is_loopback();
+        let protocol = if plain {
+            ClientProtocol::HttpsExcept(vec![reference.registry().to_string()])
+        } else {
+            ClientProtocol::Https
+        };
+        let config = ClientConfig {
+            protocol,
+            use_monolithic_push: true,
+            connect_timeout: Some(Duration::from_secs(15)),
+            read_timeout: Some(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        let oci = oci_client::Client::try_from(config).map_err(|e| Error::Registry(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .user_agent(concat!("wasmcell/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Registry(e.to_string()))?;
+        Ok(Client { oci, http, options, auth_headers: Mutex::new(HashMap::new()) })
+    }
+
+    fn scheme(&self, reference: &Reference) -> &'static str {
+        if self.options.insecure || reference.is_loopback() { "http" } else { "https" }
+    }
+
+    fn emit(&self, event: Event) {
+        if let Some(progress) = &self.options.progress {
+            progress(event);
+        }
+    }
+
+    fn registry_auth(&self, reference: &Reference) -> Result<RegistryAuth> {
+        Ok(match self.options.credentials.lookup(reference.registry())? {
+            Some(c) => RegistryAuth::Basic(c.username, c.secret.expose().to_string()),
+            None => RegistryAuth::Anonymous,
+        })
+    }
+
+    /// Authenticates for `op` on the reference's repository (challenge, token) once per client,
+    /// and returns the Authorization header our own requests send.
+    async fn authorize(&self, reference: &Reference, push: bool) -> Result<Option<String>> {
+        let key = (reference.registry().to_string(), reference.repository().to_string(), push);
+        if let Some(h) = self.auth_headers.lock().unwrap().get(&key) {
+            return Ok(h.clone());
+        }
+        let auth = self.registry_auth(reference)?;
+        let op = if push { RegistryOperation::Push } else { RegistryOperation::Pull };
+        let token = self
+            .retry(|| self.oci.auth(reference.as_oci(), &auth, op))
+            .await
+            .map_err(|e| self.map_err(reference, "authorization", e))?;
+        let header = match (token, &auth) {
+            (Some(token), _) => Some(format!("Bearer {token}")),
+            (None, RegistryAuth::Basic(user, pass)) => {
+                use base64::Engine as _;
+                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))))
+            }
+            (None, _) => None,
+        };
+        self.auth_headers.lock().unwrap().insert(key, header.clone());
+        Ok(header)
+    }
+
+    /// Runs `op` again after a delay while it fails with a 5xx or a broken connection.
+    async fn retry<T, F, Fut>(&self, mut op: F) -> std::result::Result<T, OciDistributionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, OciDistributionError>>,
+    {
+        let mut delay = self.options.backoff;
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(e) if attempt < self.options.attempts && retryable(&e) => {
+                    tracing::debug!(attempt, error = %e, "retrying registry request");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Maps an oci-client error to ours, with the reference and what was being done.
+    fn map_err(&self, reference: &Reference, what: &str, e: OciDistributionError) -> Error {
+        map_oci_error(reference, what, e, self.options.credentials.lookup(reference.registry()).ok().flatten().is_some())
+    }
+
+    // ---- manifests ---------------------------------------------------------------------------
+
+    /// GETs a manifest (by tag or digest) under the size limit, checking its digest.
+    /// Returns the bytes, the media type the registry gave, and the digest.
+    async fn get_manifest(&self, reference: &Reference, tag_or_digest: &str) -> Result<(Vec<u8>, Option<String>, Digest)> {
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            self.scheme(reference),
+            reference.registry(),
+            reference.repository(),
+            tag_or_digest
+        );
+        let mut delay = self.options.backoff;
+        let mut attempt = 1;
+        loop {
+            match self.get_manifest_once(reference, &url, tag_or_digest).await {
+                Err(Retry(e)) if attempt < self.options.attempts => {
+                    tracing::debug!(attempt, error = %e, "retrying manifest request");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                    let _ = e;
+                }
+                Err(Retry(e)) => return Err(e),
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn get_manifest_once(
+        &self,
+        reference: &Reference,
+        url: &str,
+        tag_or_digest: &str,
+    ) -> std::result::Result<Result<(Vec<u8>, Option<String>, Digest)>, Retry> {
+        let auth = match self.authorize(reference, false).await {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut req = self.http.get(url).header("Accept", image::ACCEPT.join(", "));
+        if let Some(a) = &auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Err(Retry(Error::Registry(format!("GET {url}: {}", error_chain(&e))))),
+        };
+        let status = resp.status();
+        if status.is_server_error() {
+            return Err(Retry(Error::Registry(format!("GET {url}: HTTP {status}"))));
+        }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Err(Error::RemoteNotFound { what: "manifest", name: reference.to_string() }));
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Ok(Err(unauthorized(reference, auth.is_some())));
+        }
+        if !status.is_success() {
+            return Ok(Err(Error::Registry(format!("GET {url}: HTTP {status}"))));
+        }
+        if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_BYTES) {
+            return Ok(Err(Error::TooLarge { what: format!("manifest of {reference}"), limit: MAX_MANIFEST_BYTES }));
+        }
+        let media_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+        let header_digest = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => return Err(Retry(Error::Registry(format!("GET {url}: {}", error_chain(&e))))),
+            };
+            if body.len() as u64 + chunk.len() as u64 > MAX_MANIFEST_BYTES {
+                return Ok(Err(Error::TooLarge { what: format!("manifest of {reference}"), limit: MAX_MANIFEST_BYTES }));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let actual = Digest::of(&body);
+        // By digest: the content must be exactly that. By tag: the registry's digest header, if
+        // any, must agree with what arrived.
+        let expected = if tag_or_digest.starts_with("sha256:") { Some(tag_or_digest.to_string()) } else { header_digest };
+        if let Some(expected) = expected {
+            if expected != actual.to_string() {
+                return Ok(Err(Error::DigestMismatch { what: format!("manifest of {reference}"), expected, actual: actual.to_string() }));
+            }
+        }
+        Ok(Ok((body, media_type, actual)))
+    }
+
+    // ---- pull --------------------------------------------------------------------------------
+
+    /// Pulls `reference` into `store` and names it there. Blobs already stored are not fetched.
+    pub async fn pull(&self, store: &Store, reference: &Reference) -> Result<PullReport> {
+        let _lock = store.lock_shared()?;
+        let tag_or_digest = reference
+            .digest()
+            .map(|d| d.to_string())
+            .or_else(|| reference.tag().map(str::to_string))
+            .unwrap_or_else(|| "latest".to_string());
+        let (top_bytes, top_type, top_digest) = self.get_manifest(reference, &tag_or_digest).await?;
+        let content = Content::parse(&top_bytes, top_type.as_deref())?;
+        let (top_media_type, manifest_bytes, manifest_digest, from_platform) = match &content {
+            Content::Manifest(m) => (
+                m.media_type.clone().or(top_type.clone()).unwrap_or_else(|| image::OCI_MANIFEST.into()),
+                top_bytes.clone(),
+                top_digest.clone(),
+                false,
+            ),
+            Content::Index(index) => {
+                let entry = image::choose_platform(index)?;
+                let (bytes, _, digest) = self.get_manifest(reference, &entry.digest.to_string()).await?;
+                (
+                    index.media_type.clone().or(top_type.clone()).unwrap_or_else(|| image::OCI_INDEX.into()),
+                    bytes,
+                    digest,
+                    entry.platform.is_some(),
+                )
+            }
+        };
+        let Content::Manifest(manifest) = Content::parse(&manifest_bytes, None)? else {
+            return Err(Error::InvalidImage("an index entry points at another index".into()));
+        };
+
+        let mut report = PullReport {
+            reference: reference.to_string(),
+            digest: top_digest.clone(),
+            manifest: manifest_digest.clone(),
+            kind: image::ImageKind::Artifact,
+            blobs_fetched: 0,
+            bytes_fetched: 0,
+            blobs_present: 0,
+        };
+        // Config first: it decides the format, and a bad image fails before its layers download.
+        self.fetch_blob(store, reference, &manifest.config, &mut report).await?;
+        let config = store.read_small(&manifest.config.digest, MAX_MANIFEST_BYTES)?;
+        let image = image::classify(manifest.clone(), &config, from_platform)?;
+        report.kind = image.kind;
+        let layers = layers_to_fetch(&image);
+
+        let counts = Mutex::new((0u64, 0u64, 0u64));
+        let template = PullReport { blobs_fetched: 0, bytes_fetched: 0, blobs_present: 0, ..report.clone() };
+        futures_util::stream::iter(layers.into_iter().map(|layer| {
+            let counts = &counts;
+            let template = &template;
+            async move {
+                let mut r = template.clone();
+                self.fetch_blob(store, reference, &layer, &mut r).await?;
+                let mut c = counts.lock().unwrap();
+                c.0 += r.blobs_fetched;
+                c.1 += r.bytes_fetched;
+                c.2 += r.blobs_present;
+                Ok::<_, Error>(())
+            }
+        }))
+        .buffer_unordered(self.options.concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+        let (f, b, p) = *counts.lock().unwrap();
+        report.blobs_fetched += f;
+        report.bytes_fetched += b;
+        report.blobs_present += p;
+
+        // Manifests last: an image is named only once everything it needs is stored.
+        store.put(&manifest_bytes, Some(&manifest_digest))?;
+        store.put(&top_bytes, Some(&top_digest))?;
+        let target = Descriptor {
+            media_type: top_media_type,
+            digest: top_digest,
+            size: top_bytes.len() as u64,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
+        store.set_name(&reference.to_string(), target, manifest_digest)?;
+        Ok(report)
+    }
+
+    /// Streams one blob into the store unless it is there, checking size and digest.
+    async fn fetch_blob(&self, store: &Store, reference: &Reference, desc: &Descriptor, report: &mut PullReport) -> Result<()> {
+        if store.has(&desc.digest) {
+            report.blobs_present += 1;
+            self.emit(Event::Skip { digest: desc.digest.clone(), size: desc.size });
+            return Ok(());
+        }
+        self.emit(Event::Start { digest: desc.digest.clone(), size: desc.size });
+        let auth = self.registry_auth(reference)?;
+        self.oci.store_auth_if_needed(reference.as_oci().resolve_registry(), &auth).await;
+        let layer = oci_client::manifest::OciDescriptor {
+            media_type: desc.media_type.clone(),
+            digest: desc.digest.to_string(),
+            size: desc.size as i64,
+            ..Default::default()
+        };
+        let what = format!("blob {} of {reference}", desc.digest);
+        let mut delay = self.options.backoff;
+        let mut attempt = 1;
+        loop {
+            match self.fetch_blob_once(store, reference, desc, &layer, &what).await {
+                Ok(n) => {
+                    report.blobs_fetched += 1;
+                    report.bytes_fetched += n;
+                    self.emit(Event::Done { digest: desc.digest.clone() });
+                    return Ok(());
+                }
+                Err((e, true)) if attempt < self.options.attempts => {
+                    tracing::debug!(attempt, error = %e, "retrying blob download");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    async fn fetch_blob_once(
+        &self,
+        store: &Store,
+        reference: &Reference,
+        desc: &Descriptor,
+        layer: &oci_client::manifest::OciDescriptor,
+        what: &str,
+    ) -> std::result::Result<u64, (Error, bool)> {
+        let fatal = |e: Error| (e, false);
+        let stream = match self.oci.pull_blob_stream(reference.as_oci(), layer).await {
+            Ok(s) => s,
+            Err(e) if retryable(&e) => return Err((self.map_err(reference, what, e), true)),
+            Err(e) => return Err(fatal(self.map_err(reference, what, e))),
+        };
+        if stream.content_length.is_some_and(|n| n > desc.size) {
+            return Err(fatal(Error::SizeMismatch { what: what.to_string(), expected: desc.size, actual: stream.content_length.unwrap() }));
+        }
+        let mut ingest = store.ingest().map_err(fatal)?;
+        let mut stream = stream.stream;
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                // The library's own digest check ends the stream with an error: report ours.
+                Err(e) if e.to_string().to_lowercase().contains("digest") => break,
+                Err(e) => return Err((Error::Registry(format!("{what}: {}", error_chain(&e))), true)),
+            };
+            if ingest.len() + chunk.len() as u64 > desc.size {
+                return Err(fatal(Error::SizeMismatch { what: what.to_string(), expected: desc.size, actual: ingest.len() + chunk.len() as u64 }));
+            }
+            ingest.write_all(&chunk).map_err(|e| fatal(Error::io("failed to write", store.root().join("ingest"), e)))?;
+            self.emit(Event::Advance { digest: desc.digest.clone(), bytes: chunk.len() as u64 });
+        }
+        let n = ingest.len();
+        ingest.commit(Some(&desc.digest), Some(desc.size), what).map_err(fatal)?;
+        Ok(n)
+    }
+
+    // ---- push --------------------------------------------------------------------------------
+
+    /// Pushes the stored image `record` to `reference`. Blobs the registry has are skipped; blobs
+    /// of images that came from another repository of the same registry are mounted from there.
+    pub async fn push(&self, store: &Store, record: &ImageRecord, reference: &Reference, mount_from: &[Reference]) -> Result<PushReport> {
+        let _lock = store.lock_shared()?;
+        let manifest_bytes = store.read_small(&record.manifest, MAX_MANIFEST_BYTES)?;
+        let Content::Manifest(manifest) = Content::parse(&manifest_bytes, None)? else {
+            return Err(Error::InvalidImage("stored manifest is an index".into()));
+        };
+        let auth = self.registry_auth(reference)?;
+        // Authorize for push up front: bad credentials fail here, before any upload.
+        self.authorize(reference, true).await?;
+        self.oci.store_auth_if_needed(reference.as_oci().resolve_registry(), &auth).await;
+        let mut report = PushReport {
+            reference: reference.to_string(),
+            digest: record.manifest.clone(),
+            blobs_uploaded: 0,
+            bytes_uploaded: 0,
+            blobs_mounted: 0,
+            blobs_present: 0,
+        };
+        let sources: Vec<&Reference> = mount_from
+            .iter()
+            .filter(|s| s.registry() == reference.registry() && s.repository() != reference.repository())
+            .collect();
+        let blobs: Vec<Descriptor> = manifest.layers.iter().cloned().chain([manifest.config.clone()]).collect();
+        for desc in blobs {
+            let digest = desc.digest.to_string();
+            let exists = self
+                .retry(|| self.oci.blob_exists(reference.as_oci(), &digest))
+                .await
+                .map_err(|e| self.map_err(reference, "blob check", e))?;
+            if exists {
+                report.blobs_present += 1;
+                self.emit(Event::Skip { digest: desc.digest.clone(), size: desc.size });
+                continue;
+            }
+            let mut mounted = false;
+            for source in &sources {
+                if self.oci.mount_blob(reference.as_oci(), source.as_oci(), &digest).await.is_ok()
+                    && self.oci.blob_exists(reference.as_oci(), &digest).await.unwrap_or(false)
+                {
+                    mounted = true;
+                    break;
+                }
+            }
+            if mounted {
+                report.blobs_mounted += 1;
+                self.emit(Event::Skip { digest: desc.digest.clone(), size: desc.size });
+                continue;
+            }
+            self.emit(Event::Start { digest: desc.digest.clone(), size: desc.size });
+            let path = store.blob_path(&desc.digest);
+            let data = bytes::Bytes::from(std::fs::read(&path).map_err(|e| Error::io("failed to read", &path, e))?);
+            if Digest::of(&data) != desc.digest {
+                return Err(Error::Corrupt(format!("blob {} changed on disk; run `wasmcell system check --repair`", desc.digest)));
+            }
+            self.retry(|| self.oci.push_blob(reference.as_oci(), data.clone(), &digest))
+                .await
+                .map_err(|e| self.map_err(reference, "blob upload", e))?;
+            report.blobs_uploaded += 1;
+            report.bytes_uploaded += desc.size;
+            self.emit(Event::Advance { digest: desc.digest.clone(), bytes: desc.size });
+            self.emit(Event::Done { digest: desc.digest.clone() });
+        }
+        let media_type = manifest.media_type.clone().unwrap_or_else(|| image::OCI_MANIFEST.to_string());
+        let content_type = reqwest::header::HeaderValue::from_str(&media_type)
+            .map_err(|_| Error::InvalidImage(format!("bad media type {media_type:?}")))?;
+        let body = bytes::Bytes::from(manifest_bytes);
+        self.retry(|| self.oci.push_manifest_raw(reference.as_oci(), body.clone(), content_type.clone()))
+            .await
+            .map_err(|e| self.map_err(reference, "manifest upload", e))?;
+        Ok(report)
+    }
+
+    /// Checks credentials against the registry (what `login` does before saving them).
+    pub async fn check_login(&self, reference: &Reference) -> Result<()> {
+        let auth = self.registry_auth(reference)?;
+        let base = format!("{}://{}/v2/", self.scheme(reference), reference.registry());
+        let token = self
+            .retry(|| self.oci.auth(reference.as_oci(), &auth, RegistryOperation::Pull))
+            .await
+            .map_err(|e| self.map_err(reference, "login", e))?;
+        let mut req = self.http.get(&base);
+        match (&token, &auth) {
+            (Some(t), _) => req = req.bearer_auth(t),
+            (None, RegistryAuth::Basic(u, p)) => req = req.basic_auth(u, Some(p)),
+            _ => {}
+        }
+        let resp = req.send().await.map_err(|e| Error::Registry(format!("GET {base}: {}", error_chain(&e))))?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            // A token server may give tokens without checking the repository; /v2/ with a
+            // token that has no scope can still say 401 on some registries. The token was issued
+            // for valid credentials, which is what login checks.
+            reqwest::StatusCode::UNAUTHORIZED if token.is_some() => Ok(()),
+            reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => Err(unauthorized(reference, true)),
+            s => Err(Error::Registry(format!("GET {base}: HTTP {s}"))),
+        }
+    }
+}
+
+/// The layers a pull must fetch for `image`.
+fn layers_to_fetch(image: &Image) -> Vec<Descriptor> {
+    match image.kind {
+        image::ImageKind::Compat => image.rootfs_layers.clone(),
+        _ => image.manifest.layers.clone(),
+    }
+}
+
+/// An error that may go away if tried again.
+struct Retry(Error);
+
+fn retryable(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ServerError { code, .. } => *code >= 500,
+        OciDistributionError::RequestError(e) => e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.status().is_some_and(|s| s.is_server_error()),
+        OciDistributionError::IoError(_) => true,
+        _ => false,
+    }
+}
+
+fn unauthorized(reference: &Reference, had_credentials: bool) -> Error {
+    Error::Unauthorized {
+        registry: reference.registry().to_string(),
+        reason: if had_credentials {
+            "the registry refused the credentials".into()
+        } else {
+            format!("credentials required; run `wasmcell login {}`", reference.registry())
+        },
+    }
+}
+
+fn map_oci_error(reference: &Reference, what: &str, e: OciDistributionError, had_credentials: bool) -> Error {
+    match e {
+        OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
+            unauthorized(reference, had_credentials)
+        }
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<String> = envelope.errors.iter().map(|e| format!("{:?}", e.code)).collect();
+            let message = envelope.errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("; ");
+            if codes.iter().any(|c| c.contains("Unknown")) {
+                Error::RemoteNotFound { what: "blob", name: format!("{what} ({message})") }
+            } else if codes.iter().any(|c| c.contains("Unauthorized") || c.contains("Denied")) {
+                unauthorized(reference, had_credentials)
+            } else {
+                Error::Registry(format!("{what}: {}", message.to_lowercase()))
+            }
+        }
+        OciDistributionError::ServerError { code: 404, .. } => Error::RemoteNotFound { what: "blob", name: what.to_string() },
+        OciDistributionError::ServerError { code: 401 | 403, .. } => unauthorized(reference, had_credentials),
+        OciDistributionError::ServerError { code, .. } => Error::Registry(format!("{what}: HTTP {code}")),
+        OciDistributionError::DigestError(d) => Error::DigestMismatch { what: what.to_string(), expected: String::new(), actual: d.to_string() },
+        OciDistributionError::RequestError(r) => Error::Registry(format!("{what}: {}", error_chain(&r))),
+        other => Error::Registry(format!("{what}: {}", other.to_string().to_lowercase())),
+    }
+}
+
+/// `e: cause: cause`, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
