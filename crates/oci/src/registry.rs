@@ -609,7 +609,12 @@ fn map_oci_error(reference: &Reference, what: &str, e: OciDistributionError, had
         OciDistributionError::ServerError { code: 401 | 403, .. } => unauthorized(reference, had_credentials),
         OciDistributionError::ServerError { code, .. } => Error::Registry(format!("{what}: HTTP {code}")),
         OciDistributionError::DigestError(d) => Error::DigestMismatch { what: what.to_string(), expected: String::new(), actual: d.to_string() },
-        OciDistributionError::RequestError(r) => Error::Registry(format!("{what}: {}", error_chain(&r))),
+        OciDistributionError::RequestError(r) => match r.status().map(|s| s.as_u16()) {
+            Some(401 | 403) => unauthorized(reference, had_credentials),
+            Some(404) => Error::RemoteNotFound { what: "blob", name: what.to_string() },
+            Some(code) => Error::Registry(format!("{what}: HTTP {code}")),
+            None => Error::Registry(format!("{what}: {}", error_chain(&r))),
+        },
         other => Error::Registry(format!("{what}: {}", other.to_string().to_lowercase())),
     }
 }

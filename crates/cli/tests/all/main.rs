@@ -4,8 +4,10 @@
 mod bad_input;
 mod cache;
 mod commands;
+mod images;
 mod limits;
 mod sandbox;
+mod services;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
