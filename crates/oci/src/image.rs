@@ -144,11 +144,10 @@ pub fn choose_platform(index: &Index) -> Result<&Descriptor> {
     if let Some((_, d)) = best {
         return Ok(d);
     }
-    if let [only] = index.manifests.as_slice() {
-        if only.platform.is_none() {
+    if let [only] = index.manifests.as_slice()
+        && only.platform.is_none() {
             return Ok(only);
         }
-    }
     let platforms: Vec<String> = index
         .manifests
         .iter()
@@ -431,13 +430,12 @@ pub fn wasm_facts(wasm: &[u8]) -> Result<WasmFacts> {
             _ => {}
         }
     }
-    if facts.is_component {
-        if let Ok(wit_component::DecodedWasm::Component(resolve, world)) = wit_component::decode(wasm) {
+    if facts.is_component
+        && let Ok(wit_component::DecodedWasm::Component(resolve, world)) = wit_component::decode(wasm) {
             let world = &resolve.worlds[world];
             facts.imports = world.imports.keys().map(|k| resolve.name_world_key(k)).collect();
             facts.exports = world.exports.keys().map(|k| resolve.name_world_key(k)).collect();
         }
-    }
     Ok(facts)
 }
 

@@ -165,10 +165,9 @@ fn entry_name(entry: &Descriptor) -> Result<Reference> {
     if let Some(n) = entry.annotations.get(NAME_ANNOTATION) {
         return n.parse();
     }
-    if let Some(n) = entry.annotations.get(REF_NAME_ANNOTATION) {
-        if n.contains('/') {
+    if let Some(n) = entry.annotations.get(REF_NAME_ANNOTATION)
+        && n.contains('/') {
             return n.parse();
         }
-    }
     Err(Error::InvalidImage(format!("image {} in the archive has no name; give one with --name", entry.digest)))
 }

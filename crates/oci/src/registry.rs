@@ -285,11 +285,10 @@ impl Client {
         // By digest: the content must be exactly that. By tag: the registry's digest header, if
         // any, must agree with what arrived.
         let expected = if tag_or_digest.starts_with("sha256:") { Some(tag_or_digest.to_string()) } else { header_digest };
-        if let Some(expected) = expected {
-            if expected != actual.to_string() {
+        if let Some(expected) = expected
+            && expected != actual.to_string() {
                 return Ok(Err(Error::DigestMismatch { what: format!("manifest of {reference}"), expected, actual: actual.to_string() }));
             }
-        }
         Ok(Ok((body, media_type, actual)))
     }
 

@@ -276,11 +276,10 @@ impl Store {
                 continue;
             }
             // Only manifests and indexes have children; anything bigger or not JSON has none.
-            if self.size(&d).unwrap_or(u64::MAX) <= MAX_MANIFEST_BYTES {
-                if let Ok(bytes) = self.read_small(&d, MAX_MANIFEST_BYTES) {
+            if self.size(&d).unwrap_or(u64::MAX) <= MAX_MANIFEST_BYTES
+                && let Ok(bytes) = self.read_small(&d, MAX_MANIFEST_BYTES) {
                     todo.extend(children(&bytes));
                 }
-            }
         }
         Ok(seen)
     }
@@ -399,21 +398,19 @@ impl Ingest {
     pub fn commit(mut self, expected: Option<&Digest>, size: Option<u64>, what: &str) -> Result<Digest> {
         let path = self.file.path().to_path_buf();
         self.file.flush().map_err(|e| Error::io("failed to write", &path, e))?;
-        if let Some(size) = size {
-            if size != self.hasher.len() {
+        if let Some(size) = size
+            && size != self.hasher.len() {
                 return Err(Error::SizeMismatch { what: what.to_string(), expected: size, actual: self.hasher.len() });
             }
-        }
         let actual = self.hasher.clone().finish();
-        if let Some(expected) = expected {
-            if expected != &actual {
+        if let Some(expected) = expected
+            && expected != &actual {
                 return Err(Error::DigestMismatch {
                     what: what.to_string(),
                     expected: expected.to_string(),
                     actual: actual.to_string(),
                 });
             }
-        }
         self.file.as_file().sync_all().map_err(|e| Error::io("failed to sync", &path, e))?;
         let mut perms = self.file.as_file().metadata().map_err(|e| Error::io("failed to stat", &path, e))?.permissions();
         perms.set_readonly(true);

@@ -34,3 +34,18 @@ pub fn engine(use_cache: bool, max_stack: Option<usize>, allow_precompiled: bool
     let cache = use_cache.then(|| Cache::new(Home::from_env().compiled_cache()));
     Ok(WasmtimeEngine::new(EngineOptions { cache, max_stack, allow_precompiled, single_instance: true })?)
 }
+
+/// Prints a command's report: JSON on one line, nothing with `quiet`, else the text line.
+pub fn print_report(format: Format, quiet: bool, report: &impl serde::Serialize, text: impl FnOnce() -> String) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match (format, quiet) {
+        (Format::Json, _) => {
+            serde_json::to_writer(&mut out, report)?;
+            writeln!(out)?;
+        }
+        (Format::Text, true) => {}
+        (Format::Text, false) => writeln!(out, "{}", text())?,
+    }
+    Ok(())
+}

@@ -1,7 +1,5 @@
 //! `wasmcell pull`: fetch an image from a registry into the local store.
 
-use std::io::Write;
-
 use anyhow::Result;
 use clap::Args;
 
@@ -33,19 +31,11 @@ impl PullCommand {
         let reference = images::parse_ref(&self.image)?;
         let store = images::store()?;
         let report = images::pull(&store, &reference, &self.registry, !self.quiet && self.format == Format::Text)?;
-        let mut out = std::io::stdout().lock();
-        match (self.format, self.quiet) {
-            (Format::Json, _) => {
-                serde_json::to_writer(&mut out, &report)?;
-                writeln!(out)?;
-            }
-            (Format::Text, true) => {}
-            (Format::Text, false) => writeln!(
-                out,
+        super::print_report(self.format, self.quiet, &report, || {
+            format!(
                 "{}: pulled {} ({}), {} blobs fetched ({} bytes), {} already stored",
                 report.reference, report.digest, report.kind, report.blobs_fetched, report.bytes_fetched, report.blobs_present
-            )?,
-        }
-        Ok(())
+            )
+        })
     }
 }

@@ -1,7 +1,6 @@
 //! `wasmcell push`: publish a wasm file as a CNCF Wasm OCI artifact, or push a stored image.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -62,20 +61,12 @@ impl PushCommand {
             .collect();
         let client = Client::new(images::options(&self.registry, !self.quiet && self.format == Format::Text), &reference)?;
         let report = images::tokio()?.block_on(client.push(&store, &record, &reference, &mount_from))?;
-        let mut out = std::io::stdout().lock();
-        match (self.format, self.quiet) {
-            (Format::Json, _) => {
-                serde_json::to_writer(&mut out, &report)?;
-                writeln!(out)?;
-            }
-            (Format::Text, true) => {}
-            (Format::Text, false) => writeln!(
-                out,
+        super::print_report(self.format, self.quiet, &report, || {
+            format!(
                 "{}: pushed {}, {} blobs uploaded ({} bytes), {} mounted, {} already there",
                 report.reference, report.digest, report.blobs_uploaded, report.bytes_uploaded, report.blobs_mounted, report.blobs_present
-            )?,
-        }
-        Ok(())
+            )
+        })
     }
 
     /// Builds the artifact for `file`, stores its blobs and names it `reference` locally.

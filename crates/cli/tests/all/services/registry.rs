@@ -315,6 +315,9 @@ mod tests {
             assert_eq!(got.body, image.manifest);
             assert_eq!(got.header("Docker-Content-Digest"), Some(image.manifest_digest.as_str()));
         }
+        // ... and pretends an OCI manifest does not exist to a client that does not accept OCI.
+        let no_accept = http_get(&registry.addr(), "/v2/wasmcell/hello/manifests/v1", &[]);
+        assert_eq!(no_accept.status, 404, "{}", no_accept.text());
         assert_eq!(std::fs::read(registry.blob_data_path(&image.layer_digest)).unwrap(), image.layer);
         assert_eq!(std::fs::read(registry.blob_data_path(&image.config_digest)).unwrap(), image.config);
         let blob = http_get(&registry.addr(), &format!("/v2/wasmcell/hello/blobs/{}", image.layer_digest), &[]);
