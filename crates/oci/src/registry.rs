@@ -632,3 +632,40 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(reference: &str, insecure: bool) -> (Client, Reference) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = Options::new(CredentialStore::new(dir.path().join("auth.json"), None));
+        options.insecure = insecure;
+        let reference: Reference = reference.parse().unwrap();
+        (Client::new(options, &reference).unwrap(), reference)
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_or_insecure() {
+        for (r, insecure, scheme) in [
+            ("127.0.0.1:5000/a:1", false, "http"),
+            ("localhost:5000/a:1", false, "http"),
+            ("127.1.2.3:5000/a:1", false, "http"),
+            ("registry.example.com/a:1", false, "https"),
+            ("10.0.0.1:5000/a:1", false, "https"),
+            ("docker.io/library/a:1", false, "https"),
+            ("registry.example.com/a:1", true, "http"),
+        ] {
+            let (c, reference) = client(r, insecure);
+            assert_eq!(c.scheme(&reference), scheme, "{r} insecure={insecure}");
+        }
+    }
+
+    #[test]
+    fn only_server_errors_and_broken_connections_are_retried() {
+        let server = |code| OciDistributionError::ServerError { code, url: String::new(), message: String::new() };
+        assert!(retryable(&server(500)) && retryable(&server(503)));
+        assert!(!retryable(&server(404)) && !retryable(&server(401)));
+        assert!(!retryable(&OciDistributionError::UnauthorizedError { url: String::new() }));
+    }
+}
