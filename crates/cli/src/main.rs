@@ -29,6 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Run(commands::run::RunCommand),
+    Serve(commands::serve::ServeCommand),
     Compile(commands::compile::CompileCommand),
     Inspect(commands::inspect::InspectCommand),
     Cache(commands::cache::CacheCommand),
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(c) => c.execute(),
+        Command::Serve(c) => c.execute().map(|()| ExitCode::SUCCESS),
         Command::Compile(c) => c.execute().map(|()| ExitCode::SUCCESS),
         Command::Inspect(c) => c.execute().map(|()| ExitCode::SUCCESS),
         Command::Cache(c) => c.execute().map(|()| ExitCode::SUCCESS),

@@ -26,6 +26,8 @@ pub struct SandboxPolicy {
     pub mounts: Vec<Mount>,
     /// Sockets the guest may open (wasi:sockets).
     pub network: NetworkPolicy,
+    /// Origins outbound HTTP requests (wasi:http/outgoing-handler) may go to. Empty: none.
+    pub http_outbound: Vec<OutboundRule>,
     /// Resource limits.
     pub limits: Limits,
 }
@@ -200,6 +202,70 @@ impl fmt::Display for NetRule {
     }
 }
 
+/// One entry of the outbound HTTP allow-list: `scheme://host[:port]`. The scheme is `http`, `https`
+/// or `*`; the host is a name, an IP address, `*.suffix` or `*`; the port is a number or `*`, and
+/// defaults to the scheme's (80, 443).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundRule {
+    pub scheme: String,
+    pub host: String,
+    /// `None`: any port.
+    pub port: Option<u16>,
+}
+
+impl FromStr for OutboundRule {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let err = |why: &str| bad(format!("invalid --allow-outbound `{s}`: {why} (expected scheme://host[:port])"));
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| err("missing scheme://"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if !matches!(scheme.as_str(), "http" | "https" | "*") {
+            return Err(err("the scheme must be http, https or *"));
+        }
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') || rest.contains('@') || rest.is_empty() {
+            return Err(err("give only a host and a port, no path or user"));
+        }
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, tail) = v6.split_once(']').ok_or_else(|| err("unclosed ["))?;
+            (h.to_string(), tail.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (rest.to_string(), None),
+            }
+        };
+        let host = host.to_ascii_lowercase();
+        if host.is_empty() || (host.contains('*') && host != "*" && !(host.starts_with("*.") && !host[2..].contains('*'))) {
+            return Err(err("a host wildcard is `*` or `*.suffix`"));
+        }
+        let port = match port {
+            Some("*") => None,
+            Some(p) => Some(p.parse::<u16>().map_err(|_| err("the port must be a number or *"))?),
+            None => match scheme.as_str() {
+                "http" => Some(80),
+                "https" => Some(443),
+                _ => None,
+            },
+        };
+        Ok(OutboundRule { scheme, host, port })
+    }
+}
+
+impl OutboundRule {
+    /// Whether a request to `scheme://host:port` matches this rule.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let scheme_ok = self.scheme == "*" || self.scheme.eq_ignore_ascii_case(scheme);
+        let host_ok = self.host == "*"
+            || self.host == host
+            || self.host.strip_prefix("*.").is_some_and(|suffix| host.ends_with(&format!(".{suffix}")));
+        let port_ok = self.port.is_none_or(|p| p == port);
+        scheme_ok && host_ok && port_ok
+    }
+}
+
 /// Resource limits. `None` means the engine's default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -259,6 +325,23 @@ pub fn check_env(key: &str, value: &str) -> Result<(), ParseError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn outbound_rules() {
+        let r: OutboundRule = "http://127.0.0.1:8080".parse().unwrap();
+        assert!(r.allows("http", "127.0.0.1", 8080));
+        assert!(!r.allows("https", "127.0.0.1", 8080) && !r.allows("http", "127.0.0.1", 8081));
+        let r: OutboundRule = "https://*.example.com".parse().unwrap();
+        assert!(r.allows("https", "api.example.com", 443) && !r.allows("https", "example.com", 443));
+        assert!(!r.allows("https", "api.example.com", 8443));
+        let r: OutboundRule = "*://localhost:*".parse().unwrap();
+        assert!(r.allows("http", "LOCALHOST", 1) && r.allows("https", "localhost", 65535));
+        let r: OutboundRule = "http://[::1]:80".parse().unwrap();
+        assert!(r.allows("http", "[::1]", 80));
+        for bad in ["example.com", "ftp://x", "http://a/b", "http://u@h", "http://a*b", "http://h:x", "http://"] {
+            assert!(bad.parse::<OutboundRule>().is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -17,7 +17,9 @@ pub mod pull;
 pub mod push;
 pub mod rmi;
 pub mod run;
+pub mod sandbox;
 pub mod save;
+pub mod serve;
 pub mod system;
 pub mod tag;
 
@@ -32,7 +34,7 @@ pub enum Format {
 /// The engine every command uses, with the compiled-code cache under the home unless disabled.
 pub fn engine(use_cache: bool, max_stack: Option<usize>, allow_precompiled: bool) -> Result<WasmtimeEngine> {
     let cache = use_cache.then(|| Cache::new(Home::from_env().compiled_cache()));
-    Ok(WasmtimeEngine::new(EngineOptions { cache, max_stack, allow_precompiled, single_instance: true })?)
+    Ok(WasmtimeEngine::new(EngineOptions { cache, max_stack, allow_precompiled, single_instance: true, pooling: None })?)
 }
 
 /// Prints a command's report: JSON on one line, nothing with `quiet`, else the text line.

@@ -17,7 +17,9 @@ use crate::{Error, Result, SandboxPolicy};
 
 mod wasmtime;
 
-pub use self::wasmtime::{EngineOptions, WasmtimeEngine};
+pub use self::wasmtime::{Allocator, EngineOptions, PoolOptions, WasmtimeEngine};
+pub mod http;
+pub mod wagi;
 
 /// Compiles inputs into runnable programs.
 pub trait Engine: Send + Sync + 'static {

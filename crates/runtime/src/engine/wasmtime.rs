@@ -34,6 +34,26 @@ pub struct EngineOptions {
     /// and a mapping per start and save nothing, so data segments are copied instead. Leave it off when
     /// many instances share a module (serve).
     pub single_instance: bool,
+    /// Pre-reserve instances with the pooling allocator (serve); sized down when the host cannot
+    /// reserve the address space, and the on-demand allocator as the last resort.
+    pub pooling: Option<PoolOptions>,
+}
+
+/// How big a pool of instances to reserve.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolOptions {
+    /// Instances alive at once (each a component with its core instances, memories and tables).
+    pub instances: u32,
+    /// The largest linear memory an instance may have.
+    pub max_memory: u64,
+}
+
+/// Which allocator the engine ended up with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocator {
+    /// The pooling allocator with room for this many instances.
+    Pooling(u32),
+    OnDemand,
 }
 
 /// [`Engine`] backed by wasmtime.
@@ -42,6 +62,7 @@ pub struct WasmtimeEngine {
     engine: wasmtime::Engine,
     fingerprint: [u8; 32],
     options: EngineOptions,
+    allocator: Allocator,
 }
 
 impl WasmtimeEngine {
@@ -58,9 +79,17 @@ impl WasmtimeEngine {
         if options.single_instance {
             config.memory_init_cow(false);
         }
-        let engine = wasmtime::Engine::new(&config).map_err(engine_err)?;
+        let (engine, allocator) = match options.pooling {
+            None => (wasmtime::Engine::new(&config).map_err(engine_err)?, Allocator::OnDemand),
+            Some(pool) => pooled_engine(&mut config, pool)?,
+        };
         let fingerprint = fingerprint(&engine);
-        Ok(WasmtimeEngine { engine, fingerprint, options })
+        Ok(WasmtimeEngine { engine, fingerprint, options, allocator })
+    }
+
+    /// The allocator in use (the pool may be smaller than asked for).
+    pub fn allocator(&self) -> Allocator {
+        self.allocator
     }
 
     /// The underlying wasmtime engine (for `serve`, which shares it across requests).
@@ -94,7 +123,7 @@ impl WasmtimeEngine {
         })
     }
 
-    fn load_compiled(&self, input: &Input) -> Result<Loaded> {
+    pub(crate) fn load_compiled(&self, input: &Input) -> Result<Loaded> {
         if input.precompiled {
             if !self.options.allow_precompiled {
                 return Err(not_runnable(format!(
@@ -135,7 +164,7 @@ impl WasmtimeEngine {
     }
 }
 
-enum Loaded {
+pub(crate) enum Loaded {
     Module(Module),
     Component(Component),
 }
@@ -179,6 +208,47 @@ impl Engine for WasmtimeEngine {
     }
 }
 
+/// An engine with the pooling allocator, halving the pool while the host refuses the address space
+/// (a small VM, `ulimit -v`, overcommit off), then falling back to on-demand allocation.
+fn pooled_engine(config: &mut Config, pool: PoolOptions) -> Result<(wasmtime::Engine, Allocator)> {
+    use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
+    // Linear memories are reserved at their cap (rounded to 64 KiB pages), not 4 GiB: that is what
+    // lets thousands of instances fit. Bounds checks are then explicit, a few percent of speed.
+    let max_memory = pool.max_memory.max(64 << 10).div_ceil(64 << 10) * (64 << 10);
+    let mut instances = pool.instances.max(1);
+    loop {
+        let mut p = PoolingAllocationConfig::default();
+        // A component built with the WASI adapter has a handful of core instances and two or
+        // three memories and tables; leave room for more.
+        p.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(4))
+            .total_tables(instances.saturating_mul(8))
+            .total_stacks(instances)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .max_core_instances_per_component(32)
+            .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+        config.memory_reservation(max_memory);
+        config.memory_guard_size(64 << 10);
+        match wasmtime::Engine::new(config) {
+            Ok(engine) => return Ok((engine, Allocator::Pooling(instances))),
+            Err(e) if instances > 1 => {
+                tracing::warn!(instances, "cannot reserve a pool of this size ({}); trying half", root_cause(&e));
+                instances /= 2;
+            }
+            Err(e) => {
+                tracing::warn!("no pooling allocator ({}); allocating instances on demand", root_cause(&e));
+                config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+                return Ok((wasmtime::Engine::new(config).map_err(engine_err)?, Allocator::OnDemand));
+            }
+        }
+    }
+}
+
 /// A component run by `wasmcell run` must target wasi:cli/command (export `wasi:cli/run@0.2.x`).
 fn check_command_world(engine: &wasmtime::Engine, component: &Component, name: &str) -> Result<()> {
     let ty = component.component_type();
@@ -197,12 +267,12 @@ fn check_command_world(engine: &wasmtime::Engine, component: &Component, name: &
     )))
 }
 
-fn link_error(name: &str, e: &wasmtime::Error) -> Error {
+pub(crate) fn link_error(name: &str, e: &wasmtime::Error) -> Error {
     not_runnable(format!("{name}: cannot link: {}", root_cause(e)))
 }
 
 /// The error's chain of causes on one line (wasm backtraces, which are multi-line, left out).
-fn root_cause(e: &wasmtime::Error) -> String {
+pub(crate) fn root_cause(e: &wasmtime::Error) -> String {
     let causes: Vec<String> = e
         .chain()
         .map(|c| c.to_string())
@@ -212,7 +282,7 @@ fn root_cause(e: &wasmtime::Error) -> String {
     causes.join(": ")
 }
 
-fn engine_err(e: wasmtime::Error) -> Error {
+pub(crate) fn engine_err(e: wasmtime::Error) -> Error {
     Error::Engine(root_cause(&e))
 }
 
@@ -234,9 +304,9 @@ fn fingerprint(engine: &wasmtime::Engine) -> [u8; 32] {
 }
 
 /// Store state for core modules.
-struct P1Host {
-    wasi: WasiP1Ctx,
-    limits: MemoryLimiter,
+pub(crate) struct P1Host {
+    pub(crate) wasi: WasiP1Ctx,
+    pub(crate) limits: MemoryLimiter,
 }
 
 /// Store state for components.
@@ -254,9 +324,9 @@ impl WasiView for P2Host {
 
 /// Caps each linear memory and remembers whether the cap was hit, so that a guest that then fails is
 /// reported as out of memory rather than as a bare trap.
-struct MemoryLimiter {
-    max_memory: Option<usize>,
-    hit: Arc<AtomicBool>,
+pub(crate) struct MemoryLimiter {
+    pub(crate) max_memory: Option<usize>,
+    pub(crate) hit: Arc<AtomicBool>,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -276,7 +346,7 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 /// Builds the WASI context from the policy: the one place capabilities are granted.
-fn wasi_builder(policy: &SandboxPolicy, stdio: &Stdio) -> Result<WasiCtxBuilder> {
+pub(crate) fn wasi_builder(policy: &SandboxPolicy, stdio: &Stdio) -> Result<WasiCtxBuilder> {
     let mut b = WasiCtxBuilder::new();
     // Host calls stay async (no `allow_blocking_current_thread`): a guest blocked in one, e.g. sleeping
     // in poll_oneoff, must stay interruptible by kill and timeout.
@@ -373,7 +443,7 @@ fn new_store<T: 'static>(
     store
 }
 
-fn limiter_for(policy: &SandboxPolicy) -> MemoryLimiter {
+pub(crate) fn limiter_for(policy: &SandboxPolicy) -> MemoryLimiter {
     MemoryLimiter {
         max_memory: policy.limits.memory.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
         hit: Arc::new(AtomicBool::new(false)),
@@ -463,7 +533,7 @@ impl Guest for ComponentGuest {
 }
 
 /// Maps what the entry point returned to an exit code or a typed error.
-fn outcome(result: wasmtime::Result<i32>, memory_hit: &AtomicBool, limit: Option<u64>) -> Result<i32> {
+pub(crate) fn outcome(result: wasmtime::Result<i32>, memory_hit: &AtomicBool, limit: Option<u64>) -> Result<i32> {
     let hit = memory_hit.load(Ordering::SeqCst);
     let err = match result {
         Ok(0) => return Ok(0),

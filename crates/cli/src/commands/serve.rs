@@ -1,0 +1,198 @@
+//! `wasmcell serve`: a wasi:http component (or a WASI preview 1 module, CGI-style) as an HTTP
+//! service, with a fresh instance for every request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use wasmcell_runtime::engine::http::RequestLimits;
+use wasmcell_runtime::engine::{Allocator, EngineOptions, PoolOptions};
+use wasmcell_runtime::inspect::{Input, WasmKind};
+use wasmcell_runtime::policy::{self, OutboundRule};
+use wasmcell_runtime::{Error, SandboxPolicy, WasmtimeEngine};
+use wasmcell_serve::{App, Config, Metrics, Server};
+
+use super::sandbox::{SandboxFlags, config};
+use crate::images::{self, PullPolicy, RegistryFlags};
+
+/// Serve FILE or IMAGE over HTTP/1.1 and HTTP/2 (h2c): a component exporting
+/// wasi:http/incoming-handler@0.2.x, or a WASI preview 1 module as a WAGI (CGI) handler. Every
+/// request gets a fresh instance. SIGTERM or SIGINT stops accepting and drains requests in flight.
+#[derive(Args, Debug)]
+pub struct ServeCommand {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    addr: SocketAddr,
+
+    #[command(flatten)]
+    sandbox: SandboxFlags,
+
+    /// Allow outbound HTTP (wasi:http/outgoing-handler) to these origins: scheme://host[:port],
+    /// host `*` or `*.suffix`, port `*`; comma-separated or repeated. Denied by default.
+    #[arg(long = "allow-outbound", value_name = "ORIGIN", value_delimiter = ',')]
+    allow_outbound: Vec<String>,
+
+    /// Per-request deadline (the client gets 504).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    timeout: String,
+
+    /// Largest request body (larger ones get 413).
+    #[arg(long = "max-body", default_value = "16M", value_name = "SIZE")]
+    max_body: String,
+
+    /// Guest instances alive at once; more requests wait in the queue.
+    #[arg(long = "max-concurrency", default_value_t = 1000, value_name = "N")]
+    max_concurrency: usize,
+
+    /// Requests that may wait for an instance; beyond that they get 503.
+    #[arg(long = "max-queue", default_value_t = 10_000, value_name = "N")]
+    max_queue: usize,
+
+    /// How long SIGTERM/SIGINT waits for requests in flight before exiting.
+    #[arg(long = "drain-timeout", default_value = "30s", value_name = "DURATION")]
+    drain_timeout: String,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long = "metrics-addr", value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+
+    /// When to pull an IMAGE: missing, always, never.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, value_name = "WHEN")]
+    pull: PullPolicy,
+
+    #[command(flatten)]
+    registry: RegistryFlags,
+
+    /// Neither read nor write the compiled-code cache.
+    #[arg(long = "no-cache")]
+    no_cache: bool,
+
+    /// Allow precompiled artifacts from `wasmcell compile` (trusted native code).
+    #[arg(long = "allow-precompiled")]
+    allow_precompiled: bool,
+
+    /// The component or module: a file, or an image reference.
+    #[arg(value_name = "FILE|IMAGE")]
+    target: String,
+}
+
+/// Memory per instance when --memory is not given (it sizes the instance pool).
+const DEFAULT_MEMORY: u64 = 128 << 20;
+
+impl ServeCommand {
+    pub fn execute(self) -> Result<()> {
+        let (path, image) = if images::looks_like_file(&self.target) {
+            (PathBuf::from(&self.target), None)
+        } else {
+            let reference = images::parse_ref(&self.target)?;
+            let runnable = images::resolve(&reference, self.pull, &self.registry)?;
+            (runnable.wasm.clone(), Some(runnable))
+        };
+        let mut policy = SandboxPolicy::default();
+        let argv0 = image.as_ref().map(|i| i.argv0.clone()).unwrap_or_else(|| {
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        });
+        policy.args = std::iter::once(argv0).chain(image.iter().flat_map(|i| i.default_args.clone())).collect();
+        if let Some(img) = &image {
+            super::sandbox::apply_image(&mut policy, img)?;
+        }
+        self.sandbox.apply(&mut policy)?;
+        for o in &self.allow_outbound {
+            policy.http_outbound.push(o.parse::<OutboundRule>().map_err(config)?);
+        }
+        let memory = policy.limits.memory.unwrap_or(DEFAULT_MEMORY);
+        policy.limits.memory = Some(memory);
+        let timeout = policy::parse_duration(&self.timeout).map_err(config)?;
+        let drain_timeout = policy::parse_duration(&self.drain_timeout).map_err(config)?;
+        let max_body = policy::parse_size(&self.max_body).map_err(config)?;
+        if self.max_concurrency == 0 {
+            return Err(Error::Config("--max-concurrency must be at least 1".into()).into());
+        }
+
+        let cache = (!self.no_cache).then(|| wasmcell_runtime::cache::Cache::new(wasmcell_runtime::home::Home::from_env().compiled_cache()));
+        let engine = WasmtimeEngine::new(EngineOptions {
+            cache,
+            max_stack: policy.limits.max_stack,
+            allow_precompiled: self.allow_precompiled,
+            single_instance: false,
+            pooling: Some(PoolOptions { instances: u32::try_from(self.max_concurrency).unwrap_or(u32::MAX), max_memory: memory }),
+        })?;
+        match engine.allocator() {
+            Allocator::Pooling(n) if n as usize >= self.max_concurrency => tracing::debug!(instances = n, "instance pool reserved"),
+            Allocator::Pooling(n) => eprintln!("wasmcell: warning: the host could only reserve a pool of {n} instances; more run allocated on demand"),
+            Allocator::OnDemand => eprintln!("wasmcell: warning: no instance pool could be reserved; instances are allocated on demand"),
+        }
+        let input = Input::read(&path)?;
+        let app = if input.precompiled {
+            // A precompiled artifact carries its kind; try the component reading first.
+            match engine.load_http(&input) {
+                Ok(h) => App::Http(h),
+                Err(_) => App::Wagi(engine.load_wagi(&input)?),
+            }
+        } else {
+            match input.kind()? {
+                WasmKind::Component => App::Http(engine.load_http(&input)?),
+                WasmKind::Module => App::Wagi(engine.load_wagi(&input)?),
+            }
+        };
+
+        // Epoch ticks make running guests yield, so deadlines fire and threads are shared.
+        let ticker = engine.wasmtime().weak();
+        std::thread::Builder::new()
+            .name("wasmcell-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+            .context("failed to start the epoch thread")?;
+
+        let config = Config {
+            max_concurrency: self.max_concurrency,
+            max_queue: self.max_queue,
+            limits: RequestLimits { timeout: Some(timeout), max_body: Some(max_body) },
+            drain_timeout,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the async runtime")?;
+        runtime.block_on(async move {
+            let metrics = Metrics::new();
+            let server = Server::bind(self.addr, app, policy, config, metrics.clone())
+                .await
+                .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", self.addr)))?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            if let Some(addr) = self.metrics_addr {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::Config(format!("cannot listen on {addr} for metrics: {e}")))?;
+                let mut rx = stop_rx.clone();
+                tokio::spawn(metrics.clone().serve(listener, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                }));
+            }
+            // The address on stdout, so scripts using port 0 can find the server.
+            println!("serving {} on http://{}", self.target, server.local_addr());
+            let report = server.run(signal()).await;
+            let _ = stop_tx.send(true);
+            drop(stop_rx);
+            tracing::info!(requests = report.requests, drained = report.drained, "stopped");
+            Ok::<_, anyhow::Error>(())
+        })
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

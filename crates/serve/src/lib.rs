@@ -1,0 +1,282 @@
+//! The one serving loop: `wasmcell serve` and the containerd shim both run this.
+//!
+//! It accepts connections (HTTP/1.1 with keep-alive, and HTTP/2 over cleartext by prior knowledge,
+//! through hyper-util's auto builder), admits each request against the concurrency limit (requests
+//! beyond it wait in a bounded queue; 503 only when the queue is full), hands it to a fresh guest
+//! instance (a wasi:http component, or a WAGI module), maps what went wrong to a status code in one
+//! place ([`status_for`]), logs it, counts it, and on shutdown stops accepting and drains the
+//! requests in flight up to a deadline.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmcell_runtime::SandboxPolicy;
+use wasmcell_runtime::engine::http::{Failure, HttpHandler, RequestLimits};
+use wasmcell_runtime::engine::wagi::WagiHandler;
+
+mod metrics;
+mod wagi;
+
+pub use metrics::Metrics;
+
+/// What serves each request.
+#[derive(Clone)]
+pub enum App {
+    /// A wasi:http component.
+    Http(HttpHandler),
+    /// A WASI preview 1 module, CGI-style.
+    Wagi(WagiHandler),
+}
+
+/// How the server behaves; everything but the app and the policy.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Guest instances alive at once.
+    pub max_concurrency: usize,
+    /// Requests that may wait for an instance beyond that; more get 503.
+    pub max_queue: usize,
+    /// Per-request deadline and body limit.
+    pub limits: RequestLimits,
+    /// How long a shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_concurrency: 1000,
+            max_queue: 10_000,
+            limits: RequestLimits { timeout: Some(Duration::from_secs(30)), max_body: Some(16 << 20) },
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a serve ended.
+#[derive(Debug)]
+pub struct DrainReport {
+    /// Whether every request in flight finished before the drain deadline.
+    pub drained: bool,
+    pub requests: u64,
+}
+
+struct Shared {
+    app: App,
+    policy: SandboxPolicy,
+    config: Config,
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    metrics: Metrics,
+    local: SocketAddr,
+}
+
+/// A bound server; [`Server::run`] serves until the shutdown future resolves.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks one). Must be called inside a tokio runtime.
+    pub async fn bind(addr: SocketAddr, app: App, policy: SandboxPolicy, config: Config, metrics: Metrics) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
+        let shared = Arc::new(Shared { app, policy, config, permits, waiting: AtomicUsize::new(0), metrics, local });
+        Ok(Server { listener, shared })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and waits for requests in flight up
+    /// to the drain timeout.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> DrainReport {
+        let graceful = GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let shared = self.shared.clone();
+                    let service = hyper::service::service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(shared.serve(req, peer).await) }
+                    });
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn.into_owned());
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, "connection ended: {e}");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        tracing::info!("shutting down: no new connections, draining requests in flight");
+        let drained = tokio::time::timeout(self.shared.config.drain_timeout, graceful.shutdown()).await.is_ok();
+        if !drained {
+            tracing::warn!(timeout = ?self.shared.config.drain_timeout, "drain timeout: requests still in flight were cut off");
+        }
+        DrainReport { drained, requests: self.shared.metrics.requests_total() }
+    }
+}
+
+/// The body every response has: the guest's stream, or a short message from the host. It holds
+/// the request's instance permit until it is done, so a streaming guest counts as live.
+pub type ServeBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+impl Shared {
+    async fn serve(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<ServeBody> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+        let version = req.version();
+        let response = match self.admit().await {
+            Err(status) => message(status, "server busy: the request queue is full\n"),
+            Ok(permit) => {
+                self.metrics.live_instances.inc();
+                let guard = LiveGuard { metrics: self.metrics.clone(), _permit: permit };
+                match self.handle(req, peer).await {
+                    Ok(resp) => resp.map(|b| HoldBody { inner: b, _guard: Some(guard) }.boxed_unsync()),
+                    Err(failure) => {
+                        drop(guard);
+                        self.metrics.record_failure(&failure);
+                        tracing::warn!(%method, %path, "{failure}");
+                        let status = status_for(&failure);
+                        message(status, &format!("{}\n", public_message(&failure)))
+                    }
+                }
+            }
+        };
+        let status = response.status();
+        let elapsed = start.elapsed();
+        self.metrics.observe(status, elapsed);
+        tracing::info!(target: "wasmcell::access", %peer, %method, %path, ?version, status = status.as_u16(), micros = elapsed.as_micros() as u64, "request");
+        response
+    }
+
+    /// Waits for an instance slot; refuses only when the queue is full.
+    async fn admit(&self) -> Result<OwnedSemaphorePermit, StatusCode> {
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
+        if waiting >= self.config.max_queue {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.rejected.inc();
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        self.metrics.queue_depth.inc();
+        let permit = self.permits.clone().acquire_owned().await;
+        self.metrics.queue_depth.dec();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        permit.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<ServeBody>, Failure> {
+        match &self.app {
+            App::Http(h) => {
+                let resp = h.handle(req, &self.policy, self.config.limits).await?;
+                Ok(resp.map(|b| b.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>).boxed_unsync()))
+            }
+            App::Wagi(w) => wagi::handle(w, req, peer, self.local, &self.policy, self.config.limits).await,
+        }
+    }
+}
+
+/// The one mapping from a guest's failure to an HTTP status.
+pub fn status_for(failure: &Failure) -> StatusCode {
+    match failure {
+        Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        Failure::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Failure::NoResponse | Failure::ErrorCode(_) => StatusCode::BAD_GATEWAY,
+        Failure::Trap(_) | Failure::MemoryLimit | Failure::Host(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// What the client is told (the log has the details).
+fn public_message(failure: &Failure) -> String {
+    match failure {
+        Failure::Trap(_) => "the handler failed (trap)".into(),
+        Failure::Timeout(t) => format!("the handler did not finish within {t:?}"),
+        Failure::MemoryLimit => "the handler exceeded its memory limit".into(),
+        Failure::BodyTooLarge(n) => format!("request body larger than {n} bytes"),
+        Failure::NoResponse => "the handler returned no response".into(),
+        Failure::ErrorCode(_) => "the handler answered with an error".into(),
+        Failure::Host(_) => "internal error".into(),
+    }
+}
+
+fn message(status: StatusCode, text: &str) -> Response<ServeBody> {
+    let body = Full::new(Bytes::from(text.to_string())).map_err(|never| match never {}).boxed_unsync();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+/// Counts an instance as live until the response body that it writes is finished.
+struct LiveGuard {
+    metrics: Metrics,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.metrics.live_instances.dec();
+    }
+}
+
+struct HoldBody {
+    inner: ServeBody,
+    _guard: Option<LiveGuard>,
+}
+
+impl Body for HoldBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self._guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
