@@ -2,10 +2,18 @@
 //! preview 1), each C module also wrapped into a component with the WASI adapter from the jco npm
 //! package, and WAT through the `wat` crate. Writes `artifacts.rs` with one path constant per guest.
 //!
-//! Needs `clang` with the wasm32-wasi target (Debian: clang lld wasi-libc libclang-rt-dev-wasm32) and
+//! The wasi:http guests in `http/` are C too: wit-bindgen generates C bindings for the
+//! `wasi:http/proxy` world from the WIT that ships in the jco package, clang builds each guest as a
+//! reactor, and the jco reactor adapter turns it into a component exporting
+//! `wasi:http/incoming-handler`.
+//!
+//! Needs `clang` with the wasm32-wasi target (Debian: clang lld wasi-libc libclang-rt-dev-wasm32),
 //! the adapter (`WASMCELL_WASI_ADAPTER`, or `.deps/jco/package/lib/wasi_snapshot_preview1.command.wasm`
-//! in the workspace). `scripts/test` installs both.
+//! in the workspace; the reactor adapter and WIT are found next to it, or set
+//! `WASMCELL_WASI_REACTOR_ADAPTER`) and wit-bindgen (`WASMCELL_WIT_BINDGEN`, or
+//! `.deps/wit-bindgen/bin/wit-bindgen`, or `wit-bindgen` on PATH). `scripts/test` installs all of them.
 
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +24,8 @@ fn main() {
     let workspace = manifest.parent().unwrap().parent().unwrap();
     println!("cargo:rerun-if-env-changed=WASMCELL_WASI_ADAPTER");
     println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-env-changed=WASMCELL_WASI_REACTOR_ADAPTER");
+    println!("cargo:rerun-if-env-changed=WASMCELL_WIT_BINDGEN");
 
     let mut consts = String::new();
     let adapter = adapter_path(workspace);
@@ -44,7 +54,110 @@ fn main() {
         constant(&mut consts, &format!("{name}_wat"), &src);
         constant(&mut consts, &format!("{name}_wasm"), &wasm);
     }
+    build_http_guests(workspace, &manifest.join("http"), &adapter, &out, &mut consts);
     std::fs::write(out.join("artifacts.rs"), consts).unwrap();
+}
+
+/// The version of the WASI WIT (in the jco package) the wasi:http guests are built against.
+const WASI_WIT_VERSION: &str = "0.2.12";
+
+/// `http/NAME.c` -> `NAME.http.wasm`, a `wasi:http/proxy` component; constant `HTTP_<NAME>`.
+fn build_http_guests(workspace: &Path, src_dir: &Path, command_adapter: &Path, out: &Path, consts: &mut String) {
+    let reactor_adapter = match std::env::var_os("WASMCELL_WASI_REACTOR_ADAPTER") {
+        Some(p) => PathBuf::from(p),
+        None => command_adapter.with_file_name("wasi_snapshot_preview1.reactor.wasm"),
+    };
+    let adapter_bytes = std::fs::read(&reactor_adapter).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the WASI reactor adapter at {} ({e}); run scripts/test, which fetches it, or set WASMCELL_WASI_REACTOR_ADAPTER",
+            reactor_adapter.display()
+        )
+    });
+    println!("cargo:rerun-if-changed={}", reactor_adapter.display());
+
+    // wit-bindgen wants the main package's WIT at the top and the packages it uses in `deps/`.
+    let wit_src = command_adapter.with_file_name("wit").join("builtin").join(WASI_WIT_VERSION);
+    assert!(
+        wit_src.join("wasi-http").is_dir(),
+        "no wasi:http WIT at {}; run scripts/test, which fetches the jco package that ships it",
+        wit_src.display()
+    );
+    println!("cargo:rerun-if-changed={}", wit_src.display());
+    let work = out.join("http");
+    let wit = work.join("wit");
+    let _ = std::fs::remove_dir_all(&work);
+    for pkg in std::fs::read_dir(&wit_src).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()) {
+        let name = pkg.file_name().unwrap();
+        let dest = if name == "wasi-http" { wit.clone() } else { wit.join("deps").join(name) };
+        std::fs::create_dir_all(&dest).unwrap();
+        for file in std::fs::read_dir(&pkg).unwrap().map(|e| e.unwrap().path()) {
+            if file.extension().is_some_and(|e| e == "wit") {
+                std::fs::copy(&file, dest.join(file.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+
+    let bindings = work.join("bindings");
+    let wit_bindgen = wit_bindgen_path(workspace);
+    run(
+        Command::new(&wit_bindgen)
+            .args(["c", "--world", "proxy", "--out-dir"])
+            .arg(&bindings)
+            .arg(&wit),
+        "wit-bindgen",
+    );
+    let bindings_obj = work.join("proxy.o");
+    run(
+        clang().args(["--target=wasm32-wasi", "-O2", "-c", "-o"]).arg(&bindings_obj).arg(bindings.join("proxy.c")),
+        "clang (wit-bindgen's proxy.c)",
+    );
+
+    sources(src_dir, "h"); // only to register the headers with rerun-if-changed
+    for src in sources(src_dir, "c") {
+        let name = stem(&src);
+        let module = work.join(format!("{name}.core.wasm"));
+        run(
+            clang()
+                .args(["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-Wall", "-Werror", "-Wl,--strip-debug", "-I"])
+                .arg(&bindings)
+                .arg("-o")
+                .arg(&module)
+                .arg(&src)
+                .arg(&bindings_obj)
+                // The world's component type, a custom section that wit-component reads.
+                .arg(bindings.join("proxy_component_type.o")),
+            &format!("clang ({})", src.display()),
+        );
+        let component = out.join(format!("{name}.http.wasm"));
+        componentize(&module, &adapter_bytes, &component);
+        constant(consts, &format!("http_{name}"), &component);
+    }
+}
+
+/// `WASMCELL_WIT_BINDGEN`, else the one `scripts/test` installs into `.deps`, else the one on PATH.
+fn wit_bindgen_path(workspace: &Path) -> PathBuf {
+    const HINT: &str = "run ./scripts/test, which installs wit-bindgen-cli into .deps/wit-bindgen";
+    let path = match std::env::var_os("WASMCELL_WIT_BINDGEN") {
+        Some(p) => PathBuf::from(p),
+        None => std::iter::once(workspace.join(".deps/wit-bindgen/bin"))
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()))
+            .map(|dir| dir.join("wit-bindgen"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("wit-bindgen not found in .deps/wit-bindgen/bin nor on PATH; {HINT}, or set WASMCELL_WIT_BINDGEN")),
+    };
+    assert!(path.is_file(), "WASMCELL_WIT_BINDGEN={} does not exist; {HINT}, or unset it", path.display());
+    println!("cargo:rerun-if-changed={}", path.display());
+    path
+}
+
+fn clang() -> Command {
+    Command::new(std::env::var_os("CLANG").unwrap_or_else(|| "clang".into()))
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let program = cmd.get_program().to_owned();
+    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {} ({e})", Path::new(&program).display()));
+    assert!(status.success(), "{what} failed: {} {:?}", Path::new(&program).display(), cmd.get_args().collect::<Vec<&OsStr>>());
 }
 
 fn adapter_path(workspace: &Path) -> PathBuf {

@@ -7,6 +7,7 @@ mod commands;
 mod images;
 mod limits;
 mod sandbox;
+mod serve;
 mod services;
 
 use std::io::Write;

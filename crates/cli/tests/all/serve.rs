@@ -1,0 +1,316 @@
+//! `wasmcell serve` end to end: real HTTP over 127.0.0.1, wasi:http guests built from C, every
+//! limit, isolation between requests, outbound allow-list, graceful drain, metrics, and WAGI.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::services::{HttpResponse, http_request};
+use crate::{Cell, guests};
+
+/// A running `wasmcell serve`; stopped (SIGKILL) on drop unless stopped gracefully first.
+pub struct Served {
+    child: Child,
+    pub addr: String,
+    _cell: Cell,
+}
+
+impl Served {
+    pub fn start(file: &str, flags: &[&str]) -> Served {
+        let cell = Cell::new();
+        let mut c = cell.command();
+        c.args(["serve", "--addr", "127.0.0.1:0"]).args(flags).arg(file).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        // The first stdout line is `serving FILE on http://ADDR`.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8_lossy(&line).into_owned();
+        let Some(addr) = line.rsplit("http://").next().filter(|_| line.starts_with("serving")) else {
+            let _ = child.kill();
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("serve did not start: {line}\n{err}");
+        };
+        Served { addr: addr.trim().to_string(), child, _cell: cell }
+    }
+
+    pub fn get(&self, path: &str) -> HttpResponse {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+        http_request(&self.addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn metrics(&self, metrics_addr: &str) -> String {
+        http_request(metrics_addr, "GET", "/metrics", &[], b"").unwrap().text()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits; returns the exit code and stderr.
+    pub fn terminate(mut self) -> (i32, String) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (status.code().unwrap_or(-1), err)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// The value of a counter or gauge line `NAME{LABELS} VALUE` in a Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+#[test]
+fn hello_over_http1_and_h2c_with_a_fresh_instance_per_request() {
+    let s = Served::start(guests::HTTP_HELLO, &[]);
+    let r = s.get("/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello from wasi:http\n");
+    // HTTP/2 over cleartext (prior knowledge), through curl.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "-o", "-", "-w", "\n%{http_version} %{http_code}", &format!("http://{}/", s.addr)])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from wasi:http\n\n2 200");
+
+    let counter = Served::start(guests::HTTP_COUNTER, &[]);
+    for _ in 0..5 {
+        assert_eq!(counter.get("/").text(), "1\n", "state leaked between requests");
+    }
+}
+
+#[test]
+fn bodies_stream_both_ways() {
+    let s = Served::start(guests::HTTP_ECHO, &["--max-body", "64M"]);
+    let body: Vec<u8> = (0..20u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let dir = crate::scratch();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::write(&input, &body).unwrap();
+    // curl reads and writes at once, as the guest does: 20 MiB cannot sit in socket buffers.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-H", "Expect:", "-D", "-", "-o"])
+        .arg(&output)
+        .arg("--data-binary")
+        .arg(format!("@{}", input.display()))
+        .arg(format!("http://{}/some/path?x=1", s.addr))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-method: post") && head.contains("x-path: /some/path?x=1"), "{head}");
+    let echoed = std::fs::read(&output).unwrap();
+    assert!(echoed == body, "echoed {} bytes, sent {}", echoed.len(), body.len());
+}
+
+#[test]
+fn a_trap_costs_only_its_own_request() {
+    let metrics = free_addr();
+    let s = Served::start(guests::HTTP_TRAP, &["--metrics-addr", &metrics]);
+    for _ in 0..3 {
+        let r = s.get("/");
+        assert_eq!(r.status, 500);
+        assert!(r.text().contains("trap"), "{}", r.text());
+    }
+    assert_eq!(metric(&s.metrics(&metrics), "wasmcell_traps_total"), 3.0);
+    // The host is unharmed: a well-behaved app on the same binary keeps answering alongside.
+    let hello = Served::start(guests::HTTP_HELLO, &[]);
+    assert_eq!(hello.get("/").status, 200);
+    assert_eq!(s.get("/").status, 500);
+}
+
+#[test]
+fn timeouts_and_memory_caps_are_per_request() {
+    let metrics = free_addr();
+    let spin = Served::start(guests::HTTP_SPIN, &["--timeout", "1s", "--metrics-addr", &metrics]);
+    let started = Instant::now();
+    let r = spin.get("/");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // Two spinning requests at once both end at their deadline; the server stays responsive.
+    let a = std::thread::spawn({
+        let addr = spin.addr.clone();
+        move || http_request(&addr, "GET", "/", &[], b"").unwrap().status
+    });
+    assert_eq!(spin.get("/").status, 504);
+    assert_eq!(a.join().unwrap(), 504);
+    assert_eq!(metric(&spin.metrics(&metrics), "wasmcell_timeouts_total"), 3.0);
+
+    let hog = Served::start(guests::HTTP_MEMHOG, &["--memory", "32M", "--metrics-addr", &free_addr()]);
+    let r = hog.get("/");
+    assert_eq!(r.status, 500);
+    assert!(r.text().contains("memory limit"), "{}", r.text());
+    assert_eq!(hog.get("/").status, 500, "the next request gets a fresh instance and its own cap");
+}
+
+#[test]
+fn request_bodies_over_the_limit_get_413() {
+    let s = Served::start(guests::HTTP_ECHO, &["--max-body", "1K"]);
+    assert_eq!(s.request("POST", "/", &[], &[b'a'; 1000]).status, 200);
+    assert_eq!(s.request("POST", "/", &[], &[b'a'; 2048]).status, 413);
+    // Without a Content-Length (chunked), the limit holds while streaming.
+    let mut stream = TcpStream::connect(&s.addr).unwrap();
+    write!(stream, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
+    for _ in 0..4 {
+        write!(stream, "200\r\n{}\r\n", "b".repeat(0x200)).unwrap();
+    }
+    write!(stream, "0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    // A guest that streams its answer has sent 200 before the body passes the limit: then the
+    // answer is cut off instead (no complete echo, no final chunk).
+    let complete = answer.ends_with("0\r\n\r\n") && answer.matches('b').count() >= 2048;
+    assert!(answer.starts_with("HTTP/1.1 413") || (answer.starts_with("HTTP/1.1 200") && !complete), "{answer}");
+}
+
+#[test]
+fn requests_beyond_concurrency_wait_and_only_a_full_queue_gets_503() {
+    let metrics = free_addr();
+    let s = Served::start(guests::HTTP_SLOW, &["--max-concurrency", "2", "--max-queue", "2", "--metrics-addr", &metrics]);
+    let spawn = |n: usize| -> Vec<std::thread::JoinHandle<u16>> {
+        (0..n)
+            .map(|_| {
+                let addr = s.addr.clone();
+                std::thread::spawn(move || http_request(&addr, "GET", "/?ms=1500", &[], b"").unwrap().status)
+            })
+            .collect()
+    };
+    // Four: two run, two wait; all succeed.
+    let statuses: Vec<u16> = spawn(4).into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(statuses, vec![200; 4]);
+    // Six: two run, two wait, two are refused.
+    let handles = spawn(6);
+    std::thread::sleep(Duration::from_millis(500));
+    let m = s.metrics(&metrics);
+    assert_eq!(metric(&m, "wasmcell_live_instances"), 2.0, "{m}");
+    assert_eq!(metric(&m, "wasmcell_queue_depth"), 2.0, "{m}");
+    let mut statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 200, 200, 200, 503, 503]);
+    let m = s.metrics(&metrics);
+    assert_eq!(metric(&m, "wasmcell_rejected_total"), 2.0);
+    assert_eq!(metric(&m, "wasmcell_http_requests_total{status=\"200\"}"), 8.0);
+    assert_eq!(metric(&m, "wasmcell_http_requests_total{status=\"503\"}"), 2.0);
+    assert_eq!(metric(&m, "wasmcell_live_instances"), 0.0);
+    assert!(m.contains("wasmcell_http_request_duration_seconds_bucket"), "{m}");
+}
+
+/// A tiny upstream answering every request with `upstream ok`.
+fn upstream() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nupstream ok\n");
+        }
+    });
+    addr
+}
+
+#[test]
+fn outbound_http_is_denied_unless_allowed() {
+    let up = upstream();
+    let url = format!("http://{up}/x");
+    let denied = Served::start(guests::HTTP_FETCH, &[]);
+    let r = denied.request("GET", "/", &[("x-fetch-url", &url)], b"");
+    assert_eq!((r.status, r.text()), (502, "error: HTTP-request-denied\n".to_string()));
+
+    let allowed = Served::start(guests::HTTP_FETCH, &["--allow-outbound", &format!("http://{up}")]);
+    let r = allowed.request("GET", "/", &[("x-fetch-url", &url)], b"");
+    assert_eq!((r.status, r.text()), (200, "upstream ok\n".to_string()));
+    // Another port on the same host is still denied.
+    let other = format!("http://127.0.0.1:{}/x", free_addr().rsplit(':').next().unwrap());
+    let r = allowed.request("GET", "/", &[("x-fetch-url", &other)], b"");
+    assert_eq!(r.text(), "error: HTTP-request-denied\n");
+    let bad = Cell::new().run(&["serve", "--allow-outbound", "example.com", guests::HTTP_FETCH]);
+    bad.expect_code(125).expect_error_line("--allow-outbound");
+}
+
+#[test]
+fn sigterm_drains_requests_in_flight_then_exits_0() {
+    let s = Served::start(guests::HTTP_SLOW, &["--drain-timeout", "10s"]);
+    let addr = s.addr.clone();
+    let slow = std::thread::spawn(move || {
+        let r = http_request(&addr, "GET", "/?ms=1500", &[], b"").unwrap();
+        (r.status, r.text())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let addr = s.addr.clone();
+    let started = Instant::now();
+    let (code, stderr) = s.terminate();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "exited before the request finished");
+    assert_eq!(slow.join().unwrap(), (200, "slow done\n".to_string()));
+    assert!(TcpStream::connect(&addr).is_err(), "still accepting after shutdown");
+}
+
+#[test]
+fn env_and_wagi_modules() {
+    let s = Served::start(guests::HTTP_ENV, &["--env", "GREETING=hi"]);
+    assert_eq!(s.get("/").text(), "hi\n");
+    let s = Served::start(guests::HTTP_ENV, &[]);
+    assert_eq!(s.get("/").text(), "unset\n", "no environment unless granted");
+
+    // A WASI preview 1 module answers CGI-style: the plain C programs `run` takes.
+    let hello = Served::start(guests::HELLO_C, &[]);
+    let r = hello.get("/");
+    assert_eq!((r.status, r.text()), (200, "hello from C\n".to_string()));
+    let cat = Served::start(guests::CAT_C, &[]);
+    assert_eq!(cat.request("POST", "/", &[], b"echo me").text(), "echo me");
+    let env = Served::start(guests::ENV_C, &[]);
+    let text = env.get("/a/b?c=d").text();
+    assert!(text.contains("REQUEST_METHOD=GET\n") && text.contains("PATH_INFO=/a/b\n") && text.contains("QUERY_STRING=c=d\n"), "{text}");
+}
+
+#[test]
+fn bad_serve_input() {
+    let cell = Cell::new();
+    cell.run(&["serve", guests::HELLO_COMPONENT]).expect_code(126).expect_error_line("wasi:http/incoming-handler");
+    cell.run(&["serve", "/no/such/file.wasm"]).expect_code(127);
+    cell.run(&["serve", "--max-concurrency", "0", guests::HTTP_HELLO]).expect_code(125);
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    cell.run(&["serve", "--addr", &addr, guests::HTTP_HELLO]).expect_code(125).expect_error_line("cannot listen");
+}
+
+#[test]
+fn serve_an_image_reference() {
+    let registry = crate::services::registry::Registry::start();
+    let cell = Cell::new();
+    let image = format!("{}/team/hello-http:1", registry.addr());
+    cell.run(&["push", guests::HTTP_HELLO, &image]).expect_ok();
+    let config = crate::services::check("skopeo", crate::services::skopeo(&["inspect", "--raw", "--config", &format!("docker://{image}")]));
+    let config: serde_json::Value = serde_json::from_slice(&config.stdout).unwrap();
+    let exports = config["component"]["exports"].to_string();
+    assert!(exports.contains("wasi:http/incoming-handler@0.2"), "{exports}");
+    let s = Served::start(&image, &[]);
+    assert_eq!(s.get("/").text(), "hello from wasi:http\n");
+}
