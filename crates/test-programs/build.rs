@@ -2,16 +2,16 @@
 //! preview 1), each C module also wrapped into a component with the WASI adapter from the jco npm
 //! package, and WAT through the `wat` crate. Writes `artifacts.rs` with one path constant per guest.
 //!
-//! The wasi:http guests in `http/` are C too: wit-bindgen generates C bindings for the
-//! `wasi:http/proxy` world from the WIT that ships in the jco package, clang builds each guest as a
-//! reactor, and the jco reactor adapter turns it into a component exporting
-//! `wasi:http/incoming-handler`.
+//! The wasi:http guests in `http/` are C too, with the C bindings that wit-bindgen 0.63 generated
+//! for the `wasi:http/proxy` world (committed in `http/bindings/`; `scripts/gen-http-bindings`
+//! regenerates them from the same WIT). clang builds each guest as a reactor, this script embeds
+//! the world's component type (parsed from the WIT that ships in the jco package), and the jco
+//! reactor adapter turns it into a component exporting `wasi:http/incoming-handler`.
 //!
 //! Needs `clang` with the wasm32-wasi target (Debian: clang lld wasi-libc libclang-rt-dev-wasm32),
 //! the adapter (`WASMCELL_WASI_ADAPTER`, or `.deps/jco/package/lib/wasi_snapshot_preview1.command.wasm`
 //! in the workspace; the reactor adapter and WIT are found next to it, or set
-//! `WASMCELL_WASI_REACTOR_ADAPTER`) and wit-bindgen (`WASMCELL_WIT_BINDGEN`, or
-//! `.deps/wit-bindgen/bin/wit-bindgen`, or `wit-bindgen` on PATH). `scripts/test` installs all of them.
+//! `WASMCELL_WASI_REACTOR_ADAPTER`). `scripts/test` installs all of them.
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -54,7 +54,7 @@ fn main() {
         constant(&mut consts, &format!("{name}_wat"), &src);
         constant(&mut consts, &format!("{name}_wasm"), &wasm);
     }
-    build_http_guests(workspace, &manifest.join("http"), &adapter, &out, &mut consts);
+    build_http_guests(&manifest.join("http"), &adapter, &out, &mut consts);
     std::fs::write(out.join("artifacts.rs"), consts).unwrap();
 }
 
@@ -62,7 +62,7 @@ fn main() {
 const WASI_WIT_VERSION: &str = "0.2.12";
 
 /// `http/NAME.c` -> `NAME.http.wasm`, a `wasi:http/proxy` component; constant `HTTP_<NAME>`.
-fn build_http_guests(workspace: &Path, src_dir: &Path, command_adapter: &Path, out: &Path, consts: &mut String) {
+fn build_http_guests(src_dir: &Path, command_adapter: &Path, out: &Path, consts: &mut String) {
     let reactor_adapter = match std::env::var_os("WASMCELL_WASI_REACTOR_ADAPTER") {
         Some(p) => PathBuf::from(p),
         None => command_adapter.with_file_name("wasi_snapshot_preview1.reactor.wasm"),
@@ -97,20 +97,20 @@ fn build_http_guests(workspace: &Path, src_dir: &Path, command_adapter: &Path, o
         }
     }
 
-    let bindings = work.join("bindings");
-    let wit_bindgen = wit_bindgen_path(workspace);
-    run(
-        Command::new(&wit_bindgen)
-            .args(["c", "--world", "proxy", "--out-dir"])
-            .arg(&bindings)
-            .arg(&wit),
-        "wit-bindgen",
-    );
+    // The bindings are committed source; the component type they describe is embedded here,
+    // from the same WIT, instead of wit-bindgen's `proxy_component_type.o`.
+    let bindings = src_dir.join("bindings");
+    println!("cargo:rerun-if-changed={}", bindings.display());
     let bindings_obj = work.join("proxy.o");
     run(
         clang().args(["--target=wasm32-wasi", "-O2", "-c", "-o"]).arg(&bindings_obj).arg(bindings.join("proxy.c")),
         "clang (wit-bindgen's proxy.c)",
     );
+    let stub = work.join("component_type_stub.c");
+    std::fs::write(&stub, "// wit-bindgen's proxy.c links its component-type object through this symbol.\nvoid __component_type_object_force_link_proxy(void) {}\n").unwrap();
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve.push_dir(&wit).unwrap_or_else(|e| panic!("cannot parse the WIT at {}: {e:#}", wit.display()));
+    let world = resolve.select_world(&[pkg], Some("proxy")).expect("the wasi:http WIT has a proxy world");
 
     sources(src_dir, "h"); // only to register the headers with rerun-if-changed
     for src in sources(src_dir, "c") {
@@ -124,30 +124,18 @@ fn build_http_guests(workspace: &Path, src_dir: &Path, command_adapter: &Path, o
                 .arg(&module)
                 .arg(&src)
                 .arg(&bindings_obj)
-                // The world's component type, a custom section that wit-component reads.
-                .arg(bindings.join("proxy_component_type.o")),
+                .arg(&stub),
             &format!("clang ({})", src.display()),
         );
+        // The world's component type, the custom section wit-component reads.
+        let mut bytes = std::fs::read(&module).unwrap();
+        wit_component::embed_component_metadata(&mut bytes, &resolve, world, wit_component::StringEncoding::UTF8)
+            .unwrap_or_else(|e| panic!("cannot embed the component type into {}: {e:#}", module.display()));
+        std::fs::write(&module, bytes).unwrap();
         let component = out.join(format!("{name}.http.wasm"));
         componentize(&module, &adapter_bytes, &component);
         constant(consts, &format!("http_{name}"), &component);
     }
-}
-
-/// `WASMCELL_WIT_BINDGEN`, else the one `scripts/test` installs into `.deps`, else the one on PATH.
-fn wit_bindgen_path(workspace: &Path) -> PathBuf {
-    const HINT: &str = "run ./scripts/test, which installs wit-bindgen-cli into .deps/wit-bindgen";
-    let path = match std::env::var_os("WASMCELL_WIT_BINDGEN") {
-        Some(p) => PathBuf::from(p),
-        None => std::iter::once(workspace.join(".deps/wit-bindgen/bin"))
-            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()))
-            .map(|dir| dir.join("wit-bindgen"))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| panic!("wit-bindgen not found in .deps/wit-bindgen/bin nor on PATH; {HINT}, or set WASMCELL_WIT_BINDGEN")),
-    };
-    assert!(path.is_file(), "WASMCELL_WIT_BINDGEN={} does not exist; {HINT}, or unset it", path.display());
-    println!("cargo:rerun-if-changed={}", path.display());
-    path
 }
 
 fn clang() -> Command {
