@@ -314,3 +314,41 @@ fn serve_an_image_reference() {
     let s = Served::start(&image, &[]);
     assert_eq!(s.get("/").text(), "hello from wasi:http\n");
 }
+
+#[test]
+fn the_instance_pool_shrinks_to_what_the_host_can_reserve() {
+    // 1000 instances of 128 MiB want ~128 GiB of address space; with a 16 GiB address-space limit
+    // the pool is halved until it fits, and serving works the same.
+    let cell = Cell::new();
+    let mut c = cell.command();
+    c.args(["serve", "--addr", "127.0.0.1:0", "--max-concurrency", "1000", guests::HTTP_HELLO])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit in the child before exec; async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        c.pre_exec(|| {
+            let limit = libc::rlimit { rlim_cur: 16 << 30, rlim_max: 16 << 30 };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&line).into_owned();
+    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
+    let ok = line.starts_with("serving") && http_request(&addr, "GET", "/", &[], b"").is_ok_and(|r| r.status == 200);
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(ok, "serve under a 16 GiB address-space limit failed: {line}\n{err}");
+    assert!(err.contains("could only reserve a pool of"), "{err}");
+}
