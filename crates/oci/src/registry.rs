@@ -108,6 +108,8 @@ pub struct Client {
 impl Client {
     /// A client for `reference`'s registry (plain HTTP decided from it and `options.insecure`).
     pub fn new(options: Options, reference: &Reference) -> Result<Client> {
+        // rustls needs its crypto provider chosen once per process (ring; see Cargo.toml).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let plain = options.insecure || reference.is_loopback();
         let protocol = if plain {
             ClientProtocol::HttpsExcept(vec![reference.registry().to_string()])
