@@ -117,6 +117,16 @@ pub struct Runnable {
     pub rootfs: Option<PathBuf>,
 }
 
+/// A `run`/`serve` target: a file path as is, or an image resolved (and pulled per `policy`)
+/// into the wasm file to load and what its config says.
+pub fn resolve_target(target: &str, policy: PullPolicy, flags: &RegistryFlags) -> Result<(PathBuf, Option<Runnable>)> {
+    if looks_like_file(target) {
+        return Ok((PathBuf::from(target), None));
+    }
+    let runnable = resolve(&parse_ref(target)?, policy, flags)?;
+    Ok((runnable.wasm.clone(), Some(runnable)))
+}
+
 /// Finds `reference` in the store (pulling it as `policy` says) and resolves what to run.
 pub fn resolve(reference: &Reference, policy: PullPolicy, flags: &RegistryFlags) -> Result<Runnable> {
     let store = store()?;

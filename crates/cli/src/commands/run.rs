@@ -1,6 +1,5 @@
 //! `wasmcell run`: run a WASI module or component in a deny-by-default sandbox.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -57,13 +56,7 @@ pub struct RunCommand {
 
 impl RunCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        let (path, image) = if images::looks_like_file(&self.target) {
-            (PathBuf::from(&self.target), None)
-        } else {
-            let reference = images::parse_ref(&self.target)?;
-            let runnable = images::resolve(&reference, self.pull, &self.registry)?;
-            (runnable.wasm.clone(), Some(runnable))
-        };
+        let (path, image) = images::resolve_target(&self.target, self.pull, &self.registry)?;
         let policy = self.policy(&path, image.as_ref())?;
         let engine = super::engine(!self.no_cache, policy.limits.max_stack, self.allow_precompiled)?;
         let input = Input::read(&path)?;

@@ -2,7 +2,6 @@
 //! service, with a fresh instance for every request.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -83,13 +82,7 @@ const DEFAULT_MEMORY: u64 = 128 << 20;
 
 impl ServeCommand {
     pub fn execute(self) -> Result<()> {
-        let (path, image) = if images::looks_like_file(&self.target) {
-            (PathBuf::from(&self.target), None)
-        } else {
-            let reference = images::parse_ref(&self.target)?;
-            let runnable = images::resolve(&reference, self.pull, &self.registry)?;
-            (runnable.wasm.clone(), Some(runnable))
-        };
+        let (path, image) = images::resolve_target(&self.target, self.pull, &self.registry)?;
         let mut policy = SandboxPolicy::default();
         let argv0 = image.as_ref().map(|i| i.argv0.clone()).unwrap_or_else(|| {
             path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()

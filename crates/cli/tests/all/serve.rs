@@ -20,7 +20,13 @@ impl Served {
     pub fn start(file: &str, flags: &[&str]) -> Served {
         let cell = Cell::new();
         let mut c = cell.command();
-        c.args(["serve", "--addr", "127.0.0.1:0"]).args(flags).arg(file).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(["serve", "--addr", "127.0.0.1:0"]).args(flags).arg(file);
+        Served::spawn(c, cell)
+    }
+
+    /// Spawns a prepared `wasmcell serve` command and waits for its address.
+    pub fn spawn(mut c: std::process::Command, cell: Cell) -> Served {
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
         // The first stdout line is `serving FILE on http://ADDR`.
         let mut stdout = child.stdout.take().unwrap();
@@ -321,9 +327,7 @@ fn the_instance_pool_shrinks_to_what_the_host_can_reserve() {
     // the pool is halved until it fits, and serving works the same.
     let cell = Cell::new();
     let mut c = cell.command();
-    c.args(["serve", "--addr", "127.0.0.1:0", "--max-concurrency", "1000", guests::HTTP_HELLO])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.args(["serve", "--addr", "127.0.0.1:0", "--max-concurrency", "1000", guests::HTTP_HELLO]);
     // SAFETY: setrlimit in the child before exec; async-signal-safe.
     unsafe {
         use std::os::unix::process::CommandExt;
@@ -335,20 +339,8 @@ fn the_instance_pool_shrinks_to_what_the_host_can_reserve() {
             Ok(())
         });
     }
-    let mut child = c.spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
-    let line = String::from_utf8_lossy(&line).into_owned();
-    let addr = line.rsplit("http://").next().unwrap().trim().to_string();
-    let ok = line.starts_with("serving") && http_request(&addr, "GET", "/", &[], b"").is_ok_and(|r| r.status == 200);
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(ok, "serve under a 16 GiB address-space limit failed: {line}\n{err}");
+    let served = Served::spawn(c, cell);
+    assert_eq!(served.get("/").status, 200, "serving under a 16 GiB address-space limit");
+    let (_, err) = served.terminate();
     assert!(err.contains("could only reserve a pool of"), "{err}");
 }
