@@ -8,6 +8,7 @@ mod images;
 mod limits;
 mod sandbox;
 mod serve;
+mod serve_toolchains;
 mod services;
 
 use std::io::Write;
