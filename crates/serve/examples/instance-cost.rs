@@ -1,0 +1,199 @@
+//! What one fresh instance costs `wasmcell serve`, without sockets: loads a wasi:http component the way
+//! serve does (pooling allocator, copy-on-write memory images, an epoch ticker) and serves N synthetic
+//! requests through `HttpHandler::handle` one after another, reading each response body to its end.
+//! Then, with wasmtime's public API on the same engine, times instantiation alone (a store with the
+//! same kind of state as serve's, `ProxyPre::instantiate_async`, the store dropped) and the store alone.
+//!
+//!   cargo run --release -p wasmcell-serve --example instance-cost -- HELLO.http.wasm [N]     (N: 20000)
+//!
+//! The last line is machine-readable: `fresh-instance-us MEAN` (handle, multi-thread runtime).
+
+use std::error::Error;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use wasmcell_runtime::engine::http::{HttpHandler, RequestLimits};
+use wasmcell_runtime::engine::{Allocator, EngineOptions, PoolOptions};
+use wasmcell_runtime::inspect::Input;
+use wasmcell_runtime::{SandboxPolicy, WasmtimeEngine};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+const MEMORY: u64 = 128 << 20;
+
+fn main() -> Result<(), BoxError> {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().ok_or("usage: instance-cost COMPONENT [N]")?;
+    let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20_000);
+    let warmup = (n / 20).clamp(1, 1000);
+
+    let engine = WasmtimeEngine::new(EngineOptions {
+        pooling: Some(PoolOptions { instances: 100, max_memory: MEMORY }),
+        single_instance: false,
+        cache: None,
+        ..Default::default()
+    })?;
+    if engine.allocator() != Allocator::Pooling(100) {
+        eprintln!("instance-cost: warning: allocator is {:?}, not a pool of 100", engine.allocator());
+    }
+    let input = Input::read(Path::new(&path))?;
+    let handler = engine.load_http(&input)?;
+    // The policy serve builds for a file with no flags: argv[0] the file name, the memory cap set.
+    let mut policy = SandboxPolicy::default();
+    policy.args = vec![input.name.clone()];
+    policy.limits.memory = Some(MEMORY);
+    // serve's limits: a deadline (a tokio timer per request) and a body cap.
+    let limits = RequestLimits { timeout: Some(Duration::from_secs(30)), max_body: Some(16 << 20) };
+
+    // The epoch ticker serve runs (guests yield at every tick).
+    let ticker = engine.wasmtime().weak();
+    std::thread::spawn(move || {
+        while let Some(engine) = ticker.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+
+    println!("{}: {n} sequential requests per measurement ({warmup} warm-up requests first)", input.name);
+
+    // 1. handle: fresh instance + the guest's handler + the whole response body, as serve does it.
+    let multi = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let handle_multi = multi.block_on(measure(n, warmup, || serve_one(&handler, &policy, limits)))?;
+    report("handle (instantiate + handle + body), multi-thread runtime", &handle_multi);
+    let current = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let handle_current = current.block_on(measure(n, warmup, || serve_one(&handler, &policy, limits)))?;
+    report("handle (instantiate + handle + body), current-thread runtime", &handle_current);
+
+    // 2. instantiation alone, and the store alone, through wasmtime's API on the same engine.
+    let component = Component::new(engine.wasmtime(), &input.bytes)?;
+    let mut linker = Linker::<Host>::new(engine.wasmtime());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
+    let inst = current.block_on(measure(n, warmup, || async {
+        let mut store = new_store(engine.wasmtime(), &policy);
+        pre.instantiate_async(&mut store).await?;
+        drop(store);
+        Ok(())
+    }))?;
+    report("instantiate alone (store + WASI ctx + instantiate + drop)", &inst);
+    let store_only = current.block_on(measure(n, warmup, || async {
+        drop(new_store(engine.wasmtime(), &policy));
+        Ok(())
+    }))?;
+    report("store alone (store + WASI ctx + drop)", &store_only);
+
+    println!("fresh-instance-us {:.2}", mean_us(&handle_multi));
+    Ok(())
+}
+
+/// One request through `handle`, its body read to the end and checked.
+async fn serve_one(handler: &HttpHandler, policy: &SandboxPolicy, limits: RequestLimits) -> Result<(), BoxError> {
+    let req = http::Request::builder()
+        .method("GET")
+        .uri("http://127.0.0.1/")
+        .header("host", "127.0.0.1")
+        .header("user-agent", "instance-cost")
+        .body(Empty::<Bytes>::new())?;
+    let resp = handler.handle(req, policy, limits).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if status != 200 || body.is_empty() {
+        return Err(format!("unexpected response: {status} {:?}", String::from_utf8_lossy(&body)).into());
+    }
+    Ok(())
+}
+
+/// Runs `f` `warmup` times, then `n` times timing each run.
+async fn measure<F, Fut>(n: usize, warmup: usize, mut f: F) -> Result<Vec<Duration>, BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), BoxError>>,
+{
+    for _ in 0..warmup {
+        f().await?;
+    }
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        f().await?;
+        times.push(start.elapsed());
+    }
+    Ok(times)
+}
+
+fn mean_us(times: &[Duration]) -> f64 {
+    times.iter().sum::<Duration>().as_secs_f64() * 1e6 / times.len() as f64
+}
+
+fn report(what: &str, times: &[Duration]) {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let pct = |p: f64| sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e6;
+    println!("{what:<62} mean {:7.2} us   p50 {:7.2} us   p99 {:7.2} us", mean_us(times), pct(0.50), pct(0.99));
+}
+
+/// Store state like serve's: WASI context, resource table, wasi:http context, a memory limiter.
+struct Host {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    limiter: Limiter,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+    }
+}
+
+struct Limiter {
+    max: usize,
+    hit: Arc<AtomicBool>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.hit.store(true, Ordering::SeqCst);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 10_000_000)
+    }
+}
+
+fn new_store(engine: &wasmtime::Engine, policy: &SandboxPolicy) -> Store<Host> {
+    let mut b = WasiCtxBuilder::new();
+    b.args(&policy.args).envs(&policy.env).inherit_stdout().inherit_stderr();
+    let host = Host {
+        ctx: b.build(),
+        table: ResourceTable::new(),
+        http: WasiHttpCtx::new(),
+        limiter: Limiter { max: MEMORY as usize, hit: Arc::new(AtomicBool::new(false)) },
+    };
+    let mut store = Store::new(engine, host);
+    store.limiter(|h| &mut h.limiter as &mut dyn ResourceLimiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    store
+}
