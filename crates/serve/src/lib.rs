@@ -53,6 +53,10 @@ pub struct Config {
     pub limits: RequestLimits,
     /// How long a shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// Serving threads, each with a single-threaded runtime of its own that accepts, parses and
+    /// runs its connections' guests: a request never hops between threads. 0 serves on the
+    /// caller's runtime instead.
+    pub threads: usize,
 }
 
 impl Default for Config {
@@ -62,6 +66,7 @@ impl Default for Config {
             max_queue: 10_000,
             limits: RequestLimits { timeout: Some(Duration::from_secs(30)), max_body: Some(16 << 20) },
             drain_timeout: Duration::from_secs(30),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -86,14 +91,15 @@ struct Shared {
 
 /// A bound server; [`Server::run`] serves until the shutdown future resolves.
 pub struct Server {
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     shared: Arc<Shared>,
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks one). Must be called inside a tokio runtime.
+    /// Binds `addr` (port 0 picks one).
     pub async fn bind(addr: SocketAddr, app: App, policy: SandboxPolicy, config: Config, metrics: Metrics) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
         let shared = Arc::new(Shared { app, policy, config, permits, waiting: AtomicUsize::new(0), metrics, local });
@@ -105,48 +111,113 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and waits for requests in flight up
-    /// to the drain timeout.
+    /// to the drain timeout. With `threads` > 0 the serving threads share the listening socket
+    /// and this future only waits for `shutdown` and for them.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> DrainReport {
-        let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
-        tokio::pin!(shutdown);
-        loop {
+        let Server { listener, shared } = self;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut drained = true;
+        if shared.config.threads == 0 {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("cannot serve: {e}");
+                    return DrainReport { drained: false, requests: 0 };
+                }
+            };
+            let serving = accept_loop(listener, shared.clone(), stop_rx);
+            tokio::pin!(serving);
             tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off instead of spinning.
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
+                d = &mut serving => return DrainReport { drained: d, requests: shared.metrics.requests_total() },
+                () = shutdown => {}
+            }
+            tracing::info!("shutting down: no new connections, draining requests in flight");
+            let _ = stop_tx.send(true);
+            drained = serving.await;
+        } else {
+            let mut done = Vec::new();
+            for i in 0..shared.config.threads {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let listener = listener.try_clone();
+                let shared = shared.clone();
+                let stop_rx = stop_rx.clone();
+                let spawned = std::thread::Builder::new().name(format!("wasmcell-serve-{i}")).spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                    let d = match (runtime, listener) {
+                        (Ok(rt), Ok(l)) => rt.block_on(async move {
+                            match TcpListener::from_std(l) {
+                                Ok(l) => accept_loop(l, shared, stop_rx).await,
+                                Err(e) => {
+                                    tracing::error!("serving thread {i} cannot listen: {e}");
+                                    false
+                                }
+                            }
+                        }),
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::error!("serving thread {i} failed to start: {e}");
+                            false
                         }
                     };
-                    let _ = stream.set_nodelay(true);
-                    let shared = self.shared.clone();
-                    let service = hyper::service::service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(shared.serve(req, peer).await) }
-                    });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn.into_owned());
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(%peer, "connection ended: {e}");
-                        }
-                    });
+                    let _ = tx.send(d);
+                });
+                match spawned {
+                    Ok(_) => done.push(rx),
+                    Err(e) => tracing::error!("cannot start serving thread {i}: {e}"),
                 }
-                () = &mut shutdown => break,
+            }
+            drop(listener);
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, draining requests in flight");
+            let _ = stop_tx.send(true);
+            for rx in done {
+                drained &= rx.await.unwrap_or(false);
             }
         }
-        drop(self.listener);
-        tracing::info!("shutting down: no new connections, draining requests in flight");
-        let drained = tokio::time::timeout(self.shared.config.drain_timeout, graceful.shutdown()).await.is_ok();
-        if !drained {
-            tracing::warn!(timeout = ?self.shared.config.drain_timeout, "drain timeout: requests still in flight were cut off");
-        }
-        DrainReport { drained, requests: self.shared.metrics.requests_total() }
+        DrainReport { drained, requests: shared.metrics.requests_total() }
     }
+}
+
+/// Accepts and serves connections on the current runtime until `stop` turns true, then drains
+/// them up to the drain timeout; tells whether they all finished.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) -> bool {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, Infallible>(shared.serve(req, peer).await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                });
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    drop(listener);
+    tracing::debug!("no new connections, draining requests in flight");
+    let drained = tokio::time::timeout(shared.config.drain_timeout, graceful.shutdown()).await.is_ok();
+    if !drained {
+        tracing::warn!(timeout = ?shared.config.drain_timeout, "drain timeout: requests still in flight were cut off");
+    }
+    drained
 }
 
 /// The body every response has: the guest's stream, or a short message from the host. It holds

@@ -53,6 +53,11 @@ pub struct ServeCommand {
     #[arg(long = "drain-timeout", default_value = "30s", value_name = "DURATION")]
     drain_timeout: String,
 
+    /// Serving threads, each accepting and running its own connections' guests [default: one per
+    /// CPU].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long = "metrics-addr", value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -149,8 +154,11 @@ impl ServeCommand {
             max_queue: self.max_queue,
             limits: RequestLimits { timeout: Some(timeout), max_body: Some(max_body) },
             drain_timeout,
+            threads: self.threads.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the async runtime")?;
+        // This runtime only waits for signals and serves metrics; each serving thread runs one of
+        // its own (see `wasmcell_serve::Config::threads`).
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("failed to start the async runtime")?;
         runtime.block_on(async move {
             let metrics = Metrics::new();
             let server = Server::bind(self.addr, app, policy, config, metrics.clone())

@@ -143,7 +143,7 @@ impl HttpHandler {
         };
         let pre = self.pre.clone();
         let timeout = limits.timeout;
-        let task = tokio::spawn(async move {
+        let run = async move {
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
@@ -155,7 +155,7 @@ impl HttpHandler {
                 },
                 None => run.await.map_err(Some),
             }
-        });
+        };
         let failure = |e: Option<wasmtime::Error>| match e {
             None => Failure::Timeout(timeout.unwrap_or_default()),
             Some(_) if too_large.load(Ordering::SeqCst) => Failure::BodyTooLarge(limits.max_body.unwrap_or(0)),
@@ -165,7 +165,7 @@ impl HttpHandler {
                 None => Failure::Trap(root_cause(&e)),
             },
         };
-        match rx.await {
+        let answered = |sent: Result<Result<Response, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>, ()>, ran: Option<Result<(), Option<wasmtime::Error>>>| match sent {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(code)) => {
                 if too_large.load(Ordering::SeqCst) {
@@ -173,13 +173,39 @@ impl HttpHandler {
                 }
                 Err(Failure::ErrorCode(format!("{code:?}")))
             }
-            // The outparam was dropped unset: the task tells why.
-            Err(_) => match task.await {
-                Ok(Ok(())) if too_large.load(Ordering::SeqCst) => Err(Failure::BodyTooLarge(limits.max_body.unwrap_or(0))),
-                Ok(Ok(())) => Err(Failure::NoResponse),
-                Ok(Err(e)) => Err(failure(e)),
-                Err(join) => Err(Failure::Host(format!("request task failed: {join}"))),
+            // The outparam was dropped unset: how the guest ended tells why.
+            Err(()) => match ran {
+                Some(Ok(())) | None if too_large.load(Ordering::SeqCst) => Err(Failure::BodyTooLarge(limits.max_body.unwrap_or(0))),
+                Some(Ok(())) | None => Err(Failure::NoResponse),
+                Some(Err(e)) => Err(failure(e)),
             },
+        };
+        // The guest runs on this task (no hop to another thread) until it has answered. Most
+        // handlers finish within that first stretch; one that is still writing its body goes on in
+        // a task of its own while the response streams.
+        let mut run = Box::pin(run);
+        let mut rx = rx;
+        enum First<R, S> {
+            Ran(R),
+            Sent(S),
+        }
+        let first = std::future::poll_fn(|cx| {
+            if let Poll::Ready(ran) = run.as_mut().poll(cx) {
+                return Poll::Ready(First::Ran(ran));
+            }
+            Pin::new(&mut rx).poll(cx).map(First::Sent)
+        })
+        .await;
+        match first {
+            First::Ran(ran) => answered(rx.try_recv().map_err(|_| ()), Some(ran)),
+            First::Sent(Ok(sent)) => {
+                tokio::spawn(run);
+                answered(Ok(sent), None)
+            }
+            First::Sent(Err(_)) => {
+                let ran = run.await;
+                answered(Err(()), Some(ran))
+            }
         }
     }
 }
