@@ -27,7 +27,7 @@ Exit codes:
          authentication failure, content that fails its digest check, ...)
   126    the file or image is not runnable (not wasm, malformed, unsupported world,
          missing import, not a wasm image, unsafe or oversized layers)
-  127    the file or image does not exist (locally or in the registry)
+  127    the file, image or key does not exist (locally or in the registry)
   134    the guest trapped (the trap and a wasm backtrace are printed)
   137    the guest exceeded --memory, or was killed";
 
@@ -51,7 +51,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         };
     }
     match err.downcast_ref::<Error>() {
-        Some(Error::NotFound(_)) => NOT_FOUND,
+        Some(Error::NotFound(_) | Error::Absent(_)) => NOT_FOUND,
         Some(Error::NotRunnable(_)) => NOT_RUNNABLE,
         Some(Error::Trap { .. }) => TRAP,
         Some(Error::Timeout(_)) => TIMEOUT,

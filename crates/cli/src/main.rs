@@ -48,6 +48,7 @@ enum Command {
     Load(commands::load::LoadCommand),
     Prune(commands::prune::PruneCommand),
     System(commands::system::SystemCommand),
+    Kv(commands::kv::KvCommand),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
         Command::Load(c) => c.execute().map(|()| ExitCode::SUCCESS),
         Command::Prune(c) => c.execute().map(|()| ExitCode::SUCCESS),
         Command::System(c) => c.execute(),
+        Command::Kv(c) => c.execute().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,10 @@ pub enum Error {
     #[error("{}: no such file", .0.display())]
     NotFound(PathBuf),
 
+    /// Something named that does not exist, other than a file (a key in a key-value store).
+    #[error("{0}: not found")]
+    Absent(String),
+
     /// The input exists but cannot be run: not wasm, malformed, an unsupported world, an import the host
     /// does not provide.
     #[error("{0}")]

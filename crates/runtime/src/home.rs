@@ -3,6 +3,7 @@
 //!
 //! Layout below the home (each owner documents its own part):
 //! - `cache/compiled/`: the compiled-code cache ([`crate::cache`]).
+//! - `kv/APP.redb`: each application's embedded key-value stores ([`crate::kv`]).
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,11 @@ impl Home {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The directory of the embedded key-value databases.
+    pub fn kv_dir(&self) -> PathBuf {
+        self.root.join("kv")
     }
 
     /// The directory of the compiled-code cache.

@@ -19,6 +19,7 @@ pub use wasmcell_fsutil as fsutil;
 pub mod home;
 pub mod inspect;
 pub mod instance;
+pub mod kv;
 pub mod policy;
 
 pub use engine::{Engine, Guest, Program, WasmtimeEngine};

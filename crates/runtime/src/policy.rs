@@ -30,6 +30,72 @@ pub struct SandboxPolicy {
     pub http_outbound: Vec<OutboundRule>,
     /// Resource limits.
     pub limits: Limits,
+    /// The application's name: what its key-value data is kept under, so two applications never
+    /// see each other's keys.
+    pub app: String,
+    /// Key-value stores the guest may open (wasi:keyvalue). Empty: none.
+    pub kv: Vec<KvGrant>,
+}
+
+impl SandboxPolicy {
+    /// A copy fit for logs: Redis URLs without their passwords.
+    pub fn redacted(&self) -> SandboxPolicy {
+        let mut p = self.clone();
+        for g in &mut p.kv {
+            if let KvBackend::Redis { url } = &mut g.backend {
+                *url = crate::kv::redact(url);
+            }
+        }
+        p
+    }
+}
+
+/// A key-value store the guest may open, and what backs it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvGrant {
+    pub name: String,
+    pub backend: KvBackend,
+}
+
+/// Where a granted store keeps its data.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum KvBackend {
+    /// The embedded database under the home (the default): durable, one file per application.
+    Embedded,
+    /// Process memory: gone when the process exits.
+    Memory,
+    /// A Redis server, `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` (or `rediss://`).
+    Redis { url: String },
+}
+
+/// A name for stores and applications: 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with `.`.
+pub fn check_name(what: &str, name: &str) -> Result<(), ParseError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok { Ok(()) } else { Err(bad(format!("invalid {what} name `{name}`: use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with .)"))) }
+}
+
+impl FromStr for KvGrant {
+    type Err = ParseError;
+
+    /// `NAME` (embedded), `NAME=embedded`, `NAME=memory`, `NAME=redis://…` or `NAME=rediss://…`.
+    fn from_str(spec: &str) -> Result<KvGrant, ParseError> {
+        let (name, backend) = match spec.split_once('=') {
+            None => (spec, KvBackend::Embedded),
+            Some((name, "embedded")) => (name, KvBackend::Embedded),
+            Some((name, "memory")) => (name, KvBackend::Memory),
+            Some((name, url)) if url.starts_with("redis://") || url.starts_with("rediss://") => (name, KvBackend::Redis { url: url.to_string() }),
+            Some((_, other)) => {
+                return Err(bad(format!("invalid key-value backend `{}`: use embedded, memory, redis://… or rediss://…", crate::kv::redact(other))));
+            }
+        };
+        check_name("key-value store", name)?;
+        Ok(KvGrant { name: name.to_string(), backend })
+    }
 }
 
 /// A host directory made visible to the guest.

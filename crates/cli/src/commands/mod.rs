@@ -10,6 +10,7 @@ pub mod cache;
 pub mod compile;
 pub mod images;
 pub mod inspect;
+pub mod kv;
 pub mod load;
 pub mod login;
 pub mod prune;

@@ -84,9 +84,11 @@ impl RunCommand {
         if let Some(img) = image {
             super::sandbox::apply_image(&mut p, img)?;
         }
+        p.app = super::sandbox::default_app(&self.target, image);
         self.sandbox.apply(&mut p)?;
+        super::sandbox::open_stores(&p)?;
         p.limits.timeout = self.timeout.as_deref().map(policy::parse_duration).transpose().map_err(super::sandbox::config)?;
-        tracing::debug!(policy = %serde_json::to_string(&p).unwrap_or_default(), "sandbox policy");
+        tracing::debug!(policy = %serde_json::to_string(&p.redacted()).unwrap_or_default(), "sandbox policy");
         Ok(p)
     }
 }

@@ -46,6 +46,16 @@ pub struct SandboxFlags {
     #[arg(long = "max-stack", value_name = "SIZE")]
     pub max_stack: Option<String>,
 
+    /// Grant the key-value store NAME (wasi:keyvalue): NAME (embedded, durable), NAME=memory,
+    /// NAME=redis://HOST[:PORT][/DB]; repeatable. Any other store answers access-denied.
+    #[arg(long = "kv", value_name = "NAME[=BACKEND]")]
+    pub kv: Vec<String>,
+
+    /// The application's name, which its key-value data is kept under [default: the file's
+    /// name without .wasm, or the image's repository].
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
+
 }
 
 impl SandboxFlags {
@@ -74,6 +84,15 @@ impl SandboxFlags {
             p.network.allow.push(n.parse::<NetRule>().map_err(config)?);
         }
         p.network.name_lookup = self.allow_name_lookup;
+        for k in &self.kv {
+            let grant = k.parse::<policy::KvGrant>().map_err(config)?;
+            p.kv.retain(|g| g.name != grant.name);
+            p.kv.push(grant);
+        }
+        if let Some(app) = &self.app {
+            policy::check_name("application", app).map_err(config)?;
+            p.app = app.clone();
+        }
         p.limits.memory = self.memory.as_deref().map(policy::parse_size).transpose().map_err(config)?;
         p.limits.max_stack = self
             .max_stack
@@ -83,6 +102,46 @@ impl SandboxFlags {
             .map_err(config)?;
         Ok(())
     }
+}
+
+/// The application name of a target when `--app` does not give one: a file's name without `.wasm`,
+/// an image's repository path (`/` as `-`), cut to the characters a name may have.
+pub fn default_app(target: &str, image: Option<&Runnable>) -> String {
+    let base = match image {
+        Some(_) => {
+            let repo = target.split('@').next().unwrap_or(target);
+            let repo = match repo.rfind(':') {
+                Some(i) if !repo[i..].contains('/') => &repo[..i],
+                _ => repo,
+            };
+            // Drop a registry host (the first component when it has a dot, a colon or is localhost).
+            let mut parts: Vec<&str> = repo.split('/').collect();
+            if parts.len() > 1 && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost") {
+                parts.remove(0);
+            }
+            parts.join("-")
+        }
+        None => {
+            let name = std::path::Path::new(target).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            name.strip_suffix(".wasm").unwrap_or(&name).to_string()
+        }
+    };
+    let mut app: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).take(64).collect();
+    while app.starts_with('.') {
+        app.remove(0);
+    }
+    if app.is_empty() { "app".into() } else { app }
+}
+
+/// Opens every granted key-value store now, so a store that cannot be opened (its file in use,
+/// a malformed URL) is a clear error at start instead of a guest's first failure.
+pub fn open_stores(p: &SandboxPolicy) -> Result<()> {
+    let home = wasmcell_runtime::home::Home::from_env();
+    for grant in &p.kv {
+        wasmcell_runtime::kv::open(&home, &p.app, grant)
+            .map_err(|e| Error::Config(format!("cannot open key-value store `{}`: {e}", grant.name)))?;
+    }
+    Ok(())
 }
 
 /// An image's Env, and a compat image's rootfs read-only at `/`.

@@ -96,6 +96,7 @@ impl ServeCommand {
         if let Some(img) = &image {
             super::sandbox::apply_image(&mut policy, img)?;
         }
+        policy.app = super::sandbox::default_app(&self.target, image.as_ref());
         self.sandbox.apply(&mut policy)?;
         for o in &self.allow_outbound {
             policy.http_outbound.push(o.parse::<OutboundRule>().map_err(config)?);
@@ -158,6 +159,7 @@ impl ServeCommand {
         };
         // This runtime only waits for signals and serves metrics; each serving thread runs one of
         // its own (see `wasmcell_serve::Config::threads`).
+        super::sandbox::open_stores(&policy)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("failed to start the async runtime")?;
         runtime.block_on(async move {
             let metrics = Metrics::new();

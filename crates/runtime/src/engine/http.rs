@@ -87,6 +87,7 @@ impl WasmtimeEngine {
         let mut linker = wasmtime::component::Linker::<HttpHost>::new(self.wasmtime());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+        crate::kv::add_to_linker(&mut linker, |h: &mut HttpHost| crate::kv::KvView { ctx: &h.kv, table: &mut h.table }).map_err(engine_err)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| link_error(&input.name, &e))?;
         let pre = ProxyPre::new(pre).map_err(|e| {
             let exports: Vec<String> = component.component_type().exports(self.wasmtime()).map(|(n, _)| n.to_string()).collect();
@@ -124,6 +125,7 @@ impl HttpHandler {
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             hooks: Outbound { policy: Arc::new(policy.http_outbound.clone()) },
+            kv: crate::kv::KvCtx::new(policy),
             memory,
         };
         let mut store = Store::new(self.pre.engine(), host);
@@ -220,6 +222,7 @@ struct HttpHost {
     table: ResourceTable,
     http: WasiHttpCtx,
     hooks: Outbound,
+    kv: crate::kv::KvCtx,
     memory: MemoryLimiter,
 }
 

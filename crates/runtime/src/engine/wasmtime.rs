@@ -193,6 +193,7 @@ impl Engine for WasmtimeEngine {
                 let mut linker = wasmtime::component::Linker::<P2Host>::new(&self.engine);
                 // wasi:cli/exit#exit-with-code is stable since WASI 0.2.12, so exit codes pass through.
                 wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+                crate::kv::add_to_linker(&mut linker, |h: &mut P2Host| crate::kv::KvView { ctx: &h.kv, table: &mut h.table }).map_err(engine_err)?;
                 let pre = linker.instantiate_pre(&component).map_err(|e| link_error(&input.name, &e))?;
                 let pre = CommandPre::new(pre).map_err(|e| link_error(&input.name, &e))?;
                 Ok(Arc::new(ComponentProgram { engine: self.engine.clone(), pre }))
@@ -318,6 +319,7 @@ pub(crate) struct P1Host {
 struct P2Host {
     ctx: WasiCtx,
     table: ResourceTable,
+    kv: crate::kv::KvCtx,
     limits: MemoryLimiter,
 }
 
@@ -510,7 +512,7 @@ impl Program for ComponentProgram {
         let ctx = wasi_builder(policy, stdio)?.build();
         let limits = limiter_for(policy);
         let hit = limits.hit.clone();
-        let host = P2Host { ctx, table: ResourceTable::new(), limits };
+        let host = P2Host { ctx, table: ResourceTable::new(), kv: crate::kv::KvCtx::new(policy), limits };
         let store = new_store(&self.engine, host, &stop, |h| &mut h.limits);
         Ok(Box::new(ComponentGuest { store, pre: self.pre.clone(), hit, limit: policy.limits.memory }))
     }
