@@ -5,6 +5,7 @@ mod bad_input;
 mod cache;
 mod commands;
 mod images;
+mod kv;
 mod limits;
 mod sandbox;
 mod serve;
