@@ -65,7 +65,11 @@ pub struct KvCtx {
 
 impl KvCtx {
     /// The grants of `policy` (its `kv` and `app`).
+    /// Allocates nothing when nothing is granted (serve builds one per request).
     pub fn new(policy: &SandboxPolicy) -> KvCtx {
+        if policy.kv.is_empty() {
+            return KvCtx::default();
+        }
         KvCtx { app: policy.app.clone(), grants: policy.kv.clone() }
     }
 
