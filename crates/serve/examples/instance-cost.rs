@@ -31,6 +31,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
+// The global allocator of the shipped `wasmcell` binary (crates/cli/src/main.rs): time what users run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const MEMORY: u64 = 128 << 20;
 
 fn main() -> Result<(), BoxError> {
