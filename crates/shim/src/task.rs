@@ -146,6 +146,8 @@ impl TaskService {
             Err(e) => {
                 // The container stays created and can be deleted; say why on its stderr too.
                 run::report(non_empty(&c.stderr).as_deref(), &e);
+                // ctr waits for EOF on the fifos before it deletes the task.
+                c.fifos.lock().unwrap().clear();
                 return Err(e);
             }
         };
