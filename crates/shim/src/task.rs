@@ -311,7 +311,7 @@ impl containerd_shim::Task for TaskService {
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
         self.get(&req.id)?;
-        let info = api::ProcessInfo { pid: std::process::id(), ..Default::default() };
+        let info = containerd_shim::protos::types::task::ProcessInfo { pid: std::process::id(), ..Default::default() };
         Ok(api::PidsResponse { processes: vec![info], ..Default::default() })
     }
 
