@@ -11,6 +11,7 @@ mod sandbox;
 mod serve;
 mod serve_toolchains;
 mod services;
+mod shim;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

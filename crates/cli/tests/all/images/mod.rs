@@ -5,7 +5,7 @@ mod auth;
 mod bad;
 mod fault;
 mod formats;
-mod layout;
+pub(crate) mod layout;
 mod store;
 
 use std::path::Path;

@@ -49,6 +49,12 @@ impl Containerd {
     /// Starts containerd with `dirs` put in front of its PATH, e.g. a directory holding
     /// `containerd-shim-wasmcell-v1` so that `ctr run --runtime io.containerd.wasmcell.v1` finds it.
     pub fn start_with_path(dirs: &[&Path]) -> Containerd {
+        Containerd::start_with_env(dirs, &[])
+    }
+
+    /// Like [`start_with_path`](Self::start_with_path), with extra environment variables for containerd
+    /// (and so for the shims it starts), e.g. `WASMCELL_HOME`.
+    pub fn start_with_env(dirs: &[&Path], env: &[(&str, &OsStr)]) -> Containerd {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let namespace = format!("wasmcell-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         static SWEEP: std::sync::Once = std::sync::Once::new();
@@ -115,6 +121,7 @@ disabled_plugins = [
             .arg(&config_path)
             .current_dir(&root)
             .env("PATH", path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

@@ -1,0 +1,8 @@
+//! `containerd-shim-wasmcell-v1`: containerd's shim for wasm containers (all of it in `wasmcell-shim`).
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    wasmcell_shim::main()
+}

@@ -1,0 +1,198 @@
+//! `containerd-shim-wasmcell-v1` under a real containerd (Debian's 1.6) and real `ctr`: an image written by
+//! `wasmcell save` is imported, then run with `ctr run --runtime io.containerd.wasmcell.v1`. containerd
+//! finds the shim on its PATH (the cargo bin dir is put in front). Every test ends by checking that no shim
+//! process and no mount is left behind.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::images::layout::{self, Layout};
+use crate::services::containerd::{Containerd, pids_referencing};
+use crate::services::{free_port, wait_for};
+use crate::{Cell, guests, scratch};
+
+const RUNTIME: &str = "io.containerd.wasmcell.v1";
+const IMAGE: &str = "localhost/wasmcell-test/apps:1";
+
+/// A containerd that finds the shim, with the compat image `IMAGE` imported.
+struct Setup {
+    containerd: Containerd,
+    _home: tempfile::TempDir,
+}
+
+fn shim_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_containerd-shim-wasmcell-v1")).parent().unwrap().to_path_buf()
+}
+
+fn setup() -> Setup {
+    let home = scratch();
+    let containerd = Containerd::start_with_env(&[&shim_dir()], &[("WASMCELL_HOME", home.path().as_os_str())]);
+    import_apps(&containerd);
+    Setup { containerd, _home: home }
+}
+
+/// A compat image (wasm files in a linux/amd64 rootfs), loaded into wasmcell, written out by `wasmcell save`
+/// and imported (and unpacked) by `ctr images import`.
+fn import_apps(containerd: &Containerd) {
+    let dir = scratch();
+    let mut l = Layout::new(&dir.path().join("layout"));
+    let read = |p: &str| std::fs::read(p).unwrap();
+    let (hello, component, exit, sleep, http) =
+        (read(guests::HELLO_C), read(guests::HELLO_COMPONENT), read(guests::EXIT_C), read(guests::SLEEP_C), read(guests::HTTP_HELLO));
+    let layer = layout::tar_gz(&[
+        ("app/hello.wasm", &hello),
+        ("app/hello-component.wasm", &component),
+        ("app/exit.wasm", &exit),
+        ("app/sleep.wasm", &sleep),
+        ("app/http.wasm", &http),
+    ]);
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&layer[..]).read_to_end(&mut raw).unwrap();
+    let mut config = layout::compat_config("linux", "amd64", &["/app/hello.wasm"], &["FROM_IMAGE=yes"]);
+    config["rootfs"]["diff_ids"] = json!([layout::digest(&raw)]);
+    let m = l.manifest(
+        config,
+        "application/vnd.oci.image.config.v1+json",
+        &[("application/vnd.oci.image.layer.v1.tar+gzip", layer)],
+        json!({"module.wasm.image/variant": "compat"}),
+    );
+    l.tag(&m, "apps", Some(IMAGE));
+    let input = dir.path().join("in.tar");
+    l.tar(&input);
+    let cell = Cell::new();
+    cell.run(&["load", "-i", input.to_str().unwrap()]).expect_ok();
+    let saved = dir.path().join("saved.tar");
+    cell.run(&["save", "-o", saved.to_str().unwrap(), IMAGE]).expect_ok();
+    ok("ctr images import", containerd.ctr(&["images", "import", saved.to_str().unwrap()]));
+}
+
+fn ok(what: &str, out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Setup {
+    /// `ctr run --rm --runtime io.containerd.wasmcell.v1 IMAGE ID ARGS...`.
+    fn run(&self, id: &str, args: &[&str]) -> Output {
+        self.containerd.ctr(&[&["run", "--rm", "--runtime", RUNTIME, IMAGE, id], args].concat())
+    }
+
+    fn run_command(&self, id: &str, args: &[&str]) -> Command {
+        let mut c = self.containerd.ctr_command();
+        c.args(["run", "--rm", "--runtime", RUNTIME, IMAGE, id]).args(args);
+        c
+    }
+
+    fn task_status(&self, id: &str) -> Option<String> {
+        let out = self.containerd.ctr(&["task", "ls"]);
+        text(&out.stdout).lines().find(|l| l.split_whitespace().next() == Some(id)).and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+    }
+
+    fn wait_status(&self, id: &str, status: &str) {
+        let found = wait_for(Duration::from_secs(30), || (self.task_status(id).as_deref() == Some(status)).then_some(()));
+        assert!(found.is_some(), "task {id} never became {status}: {:?}\n{}", self.task_status(id), self.containerd.log());
+    }
+
+    /// No shim process is left, and nothing is mounted under containerd's directory.
+    fn assert_nothing_left(&self) {
+        let me = self.containerd.pid();
+        let left = wait_for(Duration::from_secs(10), || {
+            let pids: Vec<u32> = pids_referencing(self.containerd.dir()).into_iter().filter(|p| *p != me).collect();
+            pids.is_empty().then_some(())
+        });
+        assert!(left.is_some(), "processes left behind: {:?}", pids_referencing(self.containerd.dir()));
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let dir = self.containerd.dir().to_string_lossy().into_owned();
+        let under: Vec<&str> = mounts.lines().filter(|l| l.contains(&dir)).collect();
+        assert!(under.is_empty(), "mounts left behind: {under:#?}");
+    }
+}
+
+#[test]
+fn shim_runs_a_module_and_a_component_with_their_output_and_exit_code() {
+    let s = setup();
+    let out = ok("ctr run hello", s.run("hello", &[]));
+    assert_eq!(text(&out.stdout), "hello from C\n");
+
+    let out = ok("ctr run component", s.run("component", &["/app/hello-component.wasm"]));
+    assert_eq!(text(&out.stdout), "hello from C\n");
+
+    let out = s.run("exit", &["/app/exit.wasm", "7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+
+    // Bad input: a module that is not in the image is one clear error, and nothing is left.
+    let out = s.run("missing", &["/app/nope.wasm"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("/app/nope.wasm: no such file in the image"), "{}", text(&out.stderr));
+    let _ = s.containerd.ctr(&["containers", "rm", "missing"]);
+    s.assert_nothing_left();
+}
+
+#[test]
+fn shim_kills_a_long_running_guest_with_sigterm_and_sigkill() {
+    let s = setup();
+    for (signal, code) in [("SIGTERM", 143), ("SIGKILL", 137)] {
+        let id = format!("sleeper-{}", signal.to_lowercase());
+        let child = s.run_command(&id, &["/app/sleep.wasm", "100"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        s.wait_status(&id, "RUNNING");
+        let pids = ok("ctr task pids", s.containerd.ctr(&["task", "pids", &id]));
+        assert!(text(&pids.stdout).lines().count() >= 2, "{}", text(&pids.stdout));
+        ok("ctr task kill", s.containerd.ctr(&["task", "kill", "-s", signal, &id]));
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{signal}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "", "the guest was stopped before it woke");
+    }
+    s.assert_nothing_left();
+}
+
+#[test]
+fn shim_serves_an_http_component_until_sigterm() {
+    let s = setup();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    ok(
+        "ctr run -d http",
+        s.containerd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "--env", &format!("WASMCELL_HTTP_ADDR={addr}"), IMAGE, "web", "/app/http.wasm"]),
+    );
+    s.wait_status("web", "RUNNING");
+    for _ in 0..3 {
+        let out = ok("curl", Command::new("curl").args(["-sS", "--max-time", "10", &format!("http://{addr}/")]).output().unwrap());
+        assert_eq!(text(&out.stdout), "hello from wasi:http\n");
+    }
+    ok("ctr task kill", s.containerd.ctr(&["task", "kill", "web"]));
+    s.wait_status("web", "STOPPED");
+    ok("ctr task delete", s.containerd.ctr(&["task", "delete", "web"]));
+    ok("ctr containers rm", s.containerd.ctr(&["containers", "rm", "web"]));
+    assert!(Command::new("curl").args(["-sS", "--max-time", "2", &format!("http://{addr}/")]).output().unwrap().status.code() != Some(0));
+    s.assert_nothing_left();
+}
+
+#[test]
+fn shim_runs_twenty_containers_in_parallel() {
+    let s = setup();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20).map(|i| {
+            let s = &s;
+            scope.spawn(move || s.run(&format!("par-{i}"), &[]))
+        }).collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            let out = ok(&format!("ctr run par-{i}"), h.join().unwrap());
+            assert_eq!(text(&out.stdout), "hello from C\n");
+        }
+    });
+    s.assert_nothing_left();
+}

@@ -1,0 +1,70 @@
+//! The shim's typed error, and the one place where errors become ttrpc statuses.
+
+use containerd_shim::protos::ttrpc;
+
+/// What can go wrong while serving containerd.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// containerd asked about a container or process this shim does not have.
+    #[error("{0}: no such container")]
+    NotFound(String),
+
+    /// A container with this id already exists in this shim.
+    #[error("{0}: container already exists")]
+    AlreadyExists(String),
+
+    /// The request does not fit the container's state (start twice, delete while running).
+    #[error("{0}")]
+    FailedPrecondition(String),
+
+    /// The bundle or its OCI runtime spec asks for something the shim does not support or that is
+    /// malformed (no args, a missing module, an unsupported mount).
+    #[error("{0}")]
+    InvalidSpec(String),
+
+    /// The request itself is unsupported (exec, checkpoint, pause).
+    #[error("{0} is not supported by the wasmcell shim")]
+    Unimplemented(&'static str),
+
+    /// The runtime refused or failed (not runnable, bad policy, trap at start).
+    #[error(transparent)]
+    Runtime(#[from] wasmcell_runtime::Error),
+
+    /// A host I/O error with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}
+
+/// The one mapping from [`Error`] to a ttrpc status (containerd turns the code into its errdefs).
+impl From<Error> for ttrpc::Error {
+    fn from(e: Error) -> ttrpc::Error {
+        use ttrpc::Code;
+        let code = match &e {
+            Error::NotFound(_) => Code::NOT_FOUND,
+            Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
+            Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
+            Error::InvalidSpec(_) => Code::INVALID_ARGUMENT,
+            Error::Unimplemented(_) => Code::UNIMPLEMENTED,
+            Error::Runtime(r) => match r {
+                wasmcell_runtime::Error::NotFound(_) => Code::NOT_FOUND,
+                wasmcell_runtime::Error::NotRunnable(_) | wasmcell_runtime::Error::Config(_) => Code::INVALID_ARGUMENT,
+                _ => Code::INTERNAL,
+            },
+            Error::Io { .. } => Code::INTERNAL,
+        };
+        ttrpc::Error::RpcStatus(ttrpc::get_status(code, format!("{e:#}")))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

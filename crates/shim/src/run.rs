@@ -1,0 +1,248 @@
+//! Running one container's guest with wasmcell's runtime and serving loop: a command (a WASI module or
+//! component run to its exit) on the runtime's instance thread, or a component exporting
+//! `wasi:http/incoming-handler` served by `wasmcell-serve` on a thread of its own.
+//!
+//! Engine settings and the compiled-code cache are the ones `wasmcell run` / `wasmcell serve` use
+//! (`EngineOptions` with the cache under `WASMCELL_HOME`); the serving loop is `wasmcell_serve::Server`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmcell_runtime::cache::Cache;
+use wasmcell_runtime::engine::{EngineOptions, PoolOptions};
+use wasmcell_runtime::home::Home;
+use wasmcell_runtime::inspect::{self, Input, WasmKind};
+use wasmcell_runtime::instance::KillHandle;
+use wasmcell_runtime::{Engine, Instance, Stdio, StdioSpec, WasmtimeEngine};
+use wasmcell_serve::{App, Config, Metrics, Server};
+
+use crate::error::{Error, Result};
+use crate::spec::Launch;
+
+/// The code `done` receives for a guest stopped by a signal (the task maps it to 128 + the signal).
+pub const KILLED: i32 = -1;
+/// A guest that trapped (as a native process killed by SIGABRT, like `wasmcell run`).
+const TRAP: i32 = 134;
+/// A guest over its memory limit (as a container killed by the OOM killer).
+const MEMORY: i32 = 137;
+/// Per-instance memory of an HTTP component when the spec sets no limit (as `wasmcell serve`).
+const DEFAULT_HTTP_MEMORY: u64 = 128 << 20;
+/// Instances of an HTTP component alive at once, at most.
+const MAX_HTTP_INSTANCES: u64 = 1000;
+
+/// Where the guest's output goes: containerd's fifos.
+pub struct Io {
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+}
+
+/// A started guest, to be signalled.
+pub enum Running {
+    Command(KillHandle),
+    Http { term: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>, kill: tokio::sync::watch::Sender<bool> },
+    /// A pod's pause container: ends when signalled.
+    Pause(std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>),
+}
+
+impl Running {
+    /// `kill`: stop at once; otherwise stop gracefully (an HTTP server drains; a command stops).
+    pub fn signal(&self, kill: bool) {
+        match self {
+            Running::Command(h) => h.kill(),
+            Running::Pause(stop) => {
+                stop.lock().unwrap().take();
+            }
+            Running::Http { term, kill: k } => {
+                if kill {
+                    let _ = k.send(true);
+                } else if let Some(t) = term.lock().unwrap().take() {
+                    let _ = t.send(());
+                }
+            }
+        }
+    }
+}
+
+/// Starts the guest; `done(code)` is called once, on another thread, when it ends.
+pub fn start(launch: Launch, io: Io, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+    if launch.pause {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("wasmcell-pause".into())
+            .spawn(move || {
+                let _ = rx.recv();
+                done(KILLED);
+            })
+            .map_err(Error::io("failed to spawn the pause thread"))?;
+        return Ok(Running::Pause(std::sync::Mutex::new(Some(tx))));
+    }
+    if let Some(export) = &launch.export {
+        return Err(Error::InvalidSpec(format!("#{export}: calling a named export is not supported yet; use the module's _start")));
+    }
+    let input = Input::read(&launch.module)?;
+    let http = input.kind()? == WasmKind::Component
+        && inspect::inspect(&input.bytes)?.exports.iter().any(|e| e.name.starts_with("wasi:http/incoming-handler@"));
+    if http { start_http(launch, input, io, done) } else { start_command(launch, input, io, done) }
+}
+
+fn cache() -> Option<Cache> {
+    Some(Cache::new(Home::from_env().compiled_cache()))
+}
+
+fn start_command(launch: Launch, input: Input, io: Io, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+    let engine = WasmtimeEngine::new(EngineOptions {
+        cache: cache(),
+        max_stack: launch.policy.limits.max_stack,
+        allow_precompiled: false,
+        single_instance: true,
+        pooling: None,
+    })?;
+    let program = engine.load(&input)?;
+    let stdio = Stdio {
+        stdin: StdioSpec::Null,
+        stdout: io.stdout.clone().map_or(StdioSpec::Null, StdioSpec::File),
+        stderr: io.stderr.clone().map_or(StdioSpec::Null, StdioSpec::File),
+    };
+    let wasmtime = engine.wasmtime().clone();
+    let mut instance = Instance::create(&program, move || wasmtime.increment_epoch(), &launch.policy, &stdio)?;
+    let handle = instance.kill_handle();
+    instance.start()?;
+    let stderr = io.stderr;
+    std::thread::Builder::new()
+        .name("wasmcell-wait".into())
+        .spawn(move || {
+            let code = match instance.wait() {
+                Ok(status) => status.code,
+                Err(wasmcell_runtime::Error::Killed) => KILLED,
+                Err(e) => {
+                    let code = match &e {
+                        wasmcell_runtime::Error::MemoryLimit(_) => MEMORY,
+                        wasmcell_runtime::Error::Trap { .. } => TRAP,
+                        _ => 1,
+                    };
+                    report(stderr.as_deref(), &Error::Runtime(e));
+                    code
+                }
+            };
+            drop(engine);
+            done(code);
+        })
+        .map_err(Error::io("failed to spawn the wait thread"))?;
+    Ok(Running::Command(handle))
+}
+
+fn start_http(launch: Launch, input: Input, io: Io, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+    // The pod's memory limit is the pool: instances of the per-instance cap that fit in it.
+    let (cap, instances) = match launch.policy.limits.memory {
+        Some(limit) => {
+            let cap = limit.min(DEFAULT_HTTP_MEMORY);
+            (cap, (limit / cap).clamp(1, MAX_HTTP_INSTANCES))
+        }
+        None => (DEFAULT_HTTP_MEMORY, 100),
+    };
+    let mut policy = launch.policy.clone();
+    policy.limits.memory = Some(cap);
+    let engine = WasmtimeEngine::new(EngineOptions {
+        cache: cache(),
+        max_stack: policy.limits.max_stack,
+        allow_precompiled: false,
+        single_instance: false,
+        pooling: Some(PoolOptions { instances: instances as u32, max_memory: cap }),
+    })?;
+    let handler = engine.load_http(&input)?;
+    let config = Config { max_concurrency: instances as usize, threads: 1, drain_timeout: Duration::from_secs(10), ..Config::default() };
+
+    // Epoch ticks make running guests yield, so per-request deadlines fire.
+    let ticker = engine.wasmtime().weak();
+    std::thread::Builder::new()
+        .name("wasmcell-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+        .map_err(Error::io("failed to start the epoch thread"))?;
+
+    let (term_tx, term_rx) = tokio::sync::oneshot::channel::<()>();
+    let (kill_tx, mut kill_rx) = tokio::sync::watch::channel(false);
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<SocketAddr>>();
+    let addr = launch.http_addr;
+    let netns = launch.netns.clone();
+    let stderr = io.stderr.clone();
+    std::thread::Builder::new()
+        .name("wasmcell-serve".into())
+        .spawn(move || {
+            let engine = Arc::new(engine);
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = bound_tx.send(Err(Error::Io { context: "failed to start the async runtime".into(), source: e }));
+                    return;
+                }
+            };
+            let code = rt.block_on(async move {
+                if let Some(ns) = &netns {
+                    if let Err(e) = enter_netns(ns) {
+                        let _ = bound_tx.send(Err(e));
+                        return None;
+                    }
+                }
+                let server = match Server::bind(addr, App::Http(handler), policy, config, Metrics::new()).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(Error::InvalidSpec(format!("cannot listen on {addr}: {e}"))));
+                        return None;
+                    }
+                };
+                let _ = bound_tx.send(Ok(server.local_addr()));
+                tokio::select! {
+                    _ = server.run(async move { let _ = term_rx.await; }) => Some(0),
+                    _ = kill_rx.wait_for(|k| *k) => Some(KILLED),
+                }
+            });
+            drop(engine);
+            if let Some(code) = code {
+                done(code);
+            }
+        })
+        .map_err(Error::io("failed to spawn the serving thread"))?;
+    match bound_rx.recv() {
+        Ok(Ok(local)) => {
+            if let Some(p) = &stderr {
+                let _ = append(p, &format!("wasmcell: serving on http://{local}\n"));
+            }
+            Ok(Running::Http { term: std::sync::Mutex::new(Some(term_tx)), kill: kill_tx })
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::InvalidSpec("the serving thread ended before listening".into())),
+    }
+}
+
+/// Moves the calling thread into the network namespace at `path` (a pod's), so that the listener it
+/// creates lives there.
+fn enter_netns(path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).map_err(Error::io(format!("cannot open the network namespace {}", path.display())))?;
+    // SAFETY: setns on a valid fd only changes the calling thread's namespace.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(Error::Io { context: format!("cannot enter the network namespace {}", path.display()), source: std::io::Error::last_os_error() });
+    }
+    Ok(())
+}
+
+fn append(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new().append(true).open(path)?.write_all(text.as_bytes())
+}
+
+/// Writes a one-line error to the container's stderr (what `ctr run` shows).
+pub fn report(stderr: Option<&Path>, e: &Error) {
+    if let Some(p) = stderr {
+        let _ = append(p, &format!("wasmcell: {e}\n"));
+    }
+}

@@ -1,0 +1,229 @@
+//! The OCI runtime spec (the bundle's `config.json`) → what the runtime is given: the module to load and a
+//! [`SandboxPolicy`]. This is the shim's one place that builds a policy; nothing else grants the guest
+//! anything.
+//!
+//! Deny by default: the guest gets `process.args`, `process.env`, and the spec's bind mounts as preopened
+//! directories (read-only when the mount says `ro`), plus the container's rootfs at `/` (read-only when
+//! `root.readonly`). Kernel file systems (`proc`, `sysfs`, `devpts`, `mqueue`, `tmpfs`, `cgroup`, …) have no
+//! meaning for a wasm guest and are skipped. `linux.resources.memory.limit` becomes the memory cap.
+
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use wasmcell_runtime::SandboxPolicy;
+use wasmcell_runtime::policy::Mount;
+
+use crate::error::{Error, Result};
+
+/// The environment variable a wasi:http component's listening address is taken from.
+pub const HTTP_ADDR_ENV: &str = "WASMCELL_HTTP_ADDR";
+/// The default listening address of a wasi:http component.
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
+
+/// What one container runs.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The module or component file (inside the rootfs).
+    pub module: PathBuf,
+    /// `file.wasm#func`: the export to call instead of `_start`.
+    pub export: Option<String>,
+    pub policy: SandboxPolicy,
+    /// Where a wasi:http component listens.
+    pub http_addr: SocketAddr,
+    /// The network namespace the spec puts the container in (a pod's), if it names one.
+    pub netns: Option<PathBuf>,
+    /// A Kubernetes pod sandbox ("pause") container: nothing runs, it lives until killed.
+    pub pause: bool,
+}
+
+/// The annotation CRI sets to `sandbox` on a pod's pause container.
+const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+
+/// Reads `BUNDLE/config.json` and translates it.
+pub fn load(bundle: &Path) -> Result<Launch> {
+    let path = bundle.join("config.json");
+    let spec = Spec::load(&path).map_err(|e| Error::InvalidSpec(format!("cannot read {}: {e}", path.display())))?;
+    translate(&spec, bundle)
+}
+
+/// Translates a spec whose relative paths are relative to `bundle`.
+pub fn translate(spec: &Spec, bundle: &Path) -> Result<Launch> {
+    let netns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
+        .and_then(|n| n.path().clone());
+    if spec.annotations().as_ref().and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION)).is_some_and(|t| t == "sandbox") {
+        // The pod's pause container (a native binary) holds nothing for a wasm pod: CRI made the netns.
+        let http_addr = DEFAULT_HTTP_ADDR.parse().expect("valid default address");
+        return Ok(Launch { module: PathBuf::new(), export: None, policy: SandboxPolicy::default(), http_addr, netns, pause: true });
+    }
+    let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("the spec has no process".into()))?;
+    let args = process.args().clone().unwrap_or_default();
+    let first = args.first().filter(|a| !a.is_empty()).ok_or_else(|| {
+        Error::InvalidSpec("the process has no args: args[0] must name the wasm module inside the image".into())
+    })?;
+    let (file, export) = match first.split_once('#') {
+        Some((f, e)) if !e.is_empty() => (f.to_string(), Some(e.to_string())),
+        Some((f, _)) => (f.to_string(), None),
+        None => (first.clone(), None),
+    };
+
+    let root = spec.root().as_ref().ok_or_else(|| Error::InvalidSpec("the spec has no root".into()))?;
+    let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
+    let module = resolve_in(&rootfs, &file)?;
+
+    let mut policy = SandboxPolicy::default();
+    policy.args = std::iter::once(file.clone()).chain(args.into_iter().skip(1)).collect();
+    let mut http_addr = DEFAULT_HTTP_ADDR.to_string();
+    for kv in process.env().iter().flatten() {
+        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        if k == HTTP_ADDR_ENV {
+            http_addr = v.to_string();
+        }
+        policy.env.push((k.to_string(), v.to_string()));
+    }
+    let http_addr = http_addr
+        .parse()
+        .map_err(|e| Error::InvalidSpec(format!("{HTTP_ADDR_ENV}={http_addr}: not an address (ip:port): {e}")))?;
+
+    policy.mounts.push(Mount { host: rootfs.clone(), guest: "/".into(), read_only: root.readonly().unwrap_or(false) });
+    for m in spec.mounts().iter().flatten() {
+        let typ = m.typ().as_deref().unwrap_or("");
+        let options = m.options().clone().unwrap_or_default();
+        let bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        if !bind {
+            continue;
+        }
+        let Some(source) = m.source() else { continue };
+        if !source.is_dir() {
+            // A file bind (resolv.conf, hostname, a secret file): WASI preopens are directories.
+            continue;
+        }
+        let guest = m.destination().to_string_lossy().into_owned();
+        policy.mounts.push(Mount { host: source.clone(), guest, read_only: options.iter().any(|o| o == "ro") });
+    }
+
+    if let Some(limit) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.memory().as_ref()).and_then(|m| m.limit()) {
+        if limit > 0 {
+            policy.limits.memory = Some(limit as u64);
+        }
+    }
+
+    Ok(Launch { module, export, policy, http_addr, netns, pause: false })
+}
+
+/// `name` (args[0]) inside `rootfs`, refusing any path that leaves it (`..`, or a symlink pointing out).
+fn resolve_in(rootfs: &Path, name: &str) -> Result<PathBuf> {
+    let rel = Path::new(name);
+    if rel.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(Error::InvalidSpec(format!("{name}: the module path must not contain ..")));
+    }
+    let rel: PathBuf = rel.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    if rel.as_os_str().is_empty() {
+        return Err(Error::InvalidSpec(format!("{name:?}: args[0] must name the wasm module inside the image")));
+    }
+    let root = rootfs.canonicalize().map_err(Error::io(format!("the container's rootfs {}", rootfs.display())))?;
+    let path = root.join(&rel);
+    let real = path.canonicalize().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::InvalidSpec(format!("{name}: no such file in the image"))
+        } else {
+            Error::Io { context: format!("cannot open {name} in the image"), source: e }
+        }
+    })?;
+    if !real.starts_with(&root) {
+        return Err(Error::InvalidSpec(format!("{name}: resolves outside the image's rootfs")));
+    }
+    if !real.is_file() {
+        return Err(Error::InvalidSpec(format!("{name}: not a file")));
+    }
+    Ok(real)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(config: serde_json::Value) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("rootfs/app")).unwrap();
+        std::fs::write(dir.path().join("rootfs/app/hello.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+        dir
+    }
+
+    fn config(args: &[&str], extra: serde_json::Value) -> serde_json::Value {
+        let mut c = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": args, "env": ["PATH=/bin", "GREETING=hi"], "cwd": "/"},
+            "root": {"path": "rootfs", "readonly": true},
+        });
+        if let serde_json::Value::Object(m) = extra {
+            for (k, v) in m {
+                c[k] = v;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn args_env_rootfs_and_memory_become_the_policy() {
+        let b = bundle(config(&["/app/hello.wasm", "x"], serde_json::json!({
+            "linux": {"resources": {"memory": {"limit": 64 << 20}}},
+        })));
+        let mounts = serde_json::json!([
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/data", "type": "bind", "source": b.path().join("data"), "options": ["rbind", "ro"]},
+        ]);
+        let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap()).unwrap();
+        c["mounts"] = mounts;
+        std::fs::write(b.path().join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
+
+        let l = load(b.path()).unwrap();
+        assert_eq!(l.module, b.path().join("rootfs/app/hello.wasm").canonicalize().unwrap());
+        assert_eq!(l.policy.args, ["/app/hello.wasm", "x"]);
+        assert_eq!(l.policy.env, [("PATH".to_string(), "/bin".to_string()), ("GREETING".to_string(), "hi".to_string())]);
+        assert_eq!(l.policy.mounts.len(), 2, "{:?}", l.policy.mounts);
+        assert_eq!((l.policy.mounts[0].guest.as_str(), l.policy.mounts[0].read_only), ("/", true));
+        assert_eq!((l.policy.mounts[1].guest.as_str(), l.policy.mounts[1].read_only), ("/data", true));
+        assert_eq!(l.policy.limits.memory, Some(64 << 20));
+        assert_eq!(l.http_addr.to_string(), DEFAULT_HTTP_ADDR);
+        assert!(!l.pause);
+    }
+
+    #[test]
+    fn module_paths_must_stay_in_the_rootfs() {
+        let b = bundle(config(&["../config.json"], serde_json::json!({})));
+        assert!(load(b.path()).unwrap_err().to_string().contains("must not contain .."));
+        let b = bundle(config(&["/app/missing.wasm"], serde_json::json!({})));
+        assert_eq!(load(b.path()).unwrap_err().to_string(), "/app/missing.wasm: no such file in the image");
+        let b = bundle(config(&["/app/escape.wasm"], serde_json::json!({})));
+        std::os::unix::fs::symlink("/etc/hostname", b.path().join("rootfs/app/escape.wasm")).unwrap();
+        assert!(load(b.path()).unwrap_err().to_string().contains("outside the image's rootfs"));
+        let b = bundle(config(&[], serde_json::json!({})));
+        assert!(load(b.path()).unwrap_err().to_string().contains("args[0] must name the wasm module"));
+    }
+
+    #[test]
+    fn export_suffix_http_address_and_pause_containers() {
+        let b = bundle(config(&["/app/hello.wasm#run"], serde_json::json!({})));
+        let l = load(b.path()).unwrap();
+        assert_eq!(l.export.as_deref(), Some("run"));
+        assert_eq!(l.policy.args[0], "/app/hello.wasm");
+
+        let mut c = config(&["/app/hello.wasm"], serde_json::json!({}));
+        c["process"]["env"] = serde_json::json!(["WASMCELL_HTTP_ADDR=127.0.0.1:9999"]);
+        let b = bundle(c);
+        assert_eq!(load(b.path()).unwrap().http_addr.to_string(), "127.0.0.1:9999");
+        let mut c = config(&["/app/hello.wasm"], serde_json::json!({}));
+        c["process"]["env"] = serde_json::json!(["WASMCELL_HTTP_ADDR=nope"]);
+        assert!(load(bundle(c).path()).unwrap_err().to_string().starts_with("WASMCELL_HTTP_ADDR=nope: not an address"));
+
+        let b = bundle(config(&["/pause"], serde_json::json!({"annotations": {"io.kubernetes.cri.container-type": "sandbox"}})));
+        assert!(load(b.path()).unwrap().pause);
+    }
+}

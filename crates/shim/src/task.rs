@@ -1,0 +1,342 @@
+//! containerd's task service for wasm containers: create, start, state, pids, kill, wait, delete,
+//! connect, shutdown.
+//!
+//! A container's guest runs on threads of this shim process (no child process): `pids` reports the
+//! shim's pid, `kill` goes through the runtime's stop signal (SIGKILL stops at once; SIGTERM stops a
+//! command guest and drains an HTTP server), `wait` returns the exit code the runtime reports (128 + the
+//! signal for a killed guest, as for a native process). The guest's stdout and stderr are containerd's
+//! fifos. Nothing outlives the shim: the rootfs mount containerd asked for is undone on delete, and the
+//! shim exits once containerd shuts it down.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use containerd_shim::api::{self, Status};
+use containerd_shim::protos::events::task::TaskExit;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
+use containerd_shim::protos::ttrpc::context::Context;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
+
+use crate::error::{Error, Result};
+use crate::run::{self, Running};
+use crate::spec;
+
+/// The task service: every container this shim runs.
+#[derive(Clone)]
+pub struct TaskService {
+    pub(crate) exit: Arc<ExitSignal>,
+    pub(crate) namespace: String,
+    pub(crate) publisher: Option<Arc<Mutex<RemotePublisher>>>,
+    containers: Arc<Mutex<HashMap<String, Arc<Container>>>>,
+}
+
+struct Container {
+    id: String,
+    bundle: PathBuf,
+    stdout: String,
+    stderr: String,
+    /// Mounted by us from the create request's rootfs; unmounted on delete.
+    rootfs_mounted: Option<PathBuf>,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// The last signal delivered, for the exit code of a killed guest.
+    signal: AtomicU32,
+    /// containerd's stdout/stderr fifos held open read-write, so that the guest's opening them for writing
+    /// never blocks and a guest never gets EPIPE when nobody reads (`ctr run -d`). Closed when the guest
+    /// ends: ctr waits for EOF on them before it deletes the task.
+    fifos: Mutex<Vec<std::fs::File>>,
+}
+
+enum State {
+    Created(Box<spec::Launch>),
+    Running(Running),
+    Stopped { code: u32, at: Timestamp },
+}
+
+impl TaskService {
+    pub fn new(exit: Arc<ExitSignal>, namespace: String, publisher: Option<RemotePublisher>) -> TaskService {
+        TaskService {
+            exit,
+            namespace,
+            publisher: publisher.map(|p| Arc::new(Mutex::new(p))),
+            containers: Arc::default(),
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Container>> {
+        self.containers.lock().unwrap().get(id).cloned().ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    fn create_task(&self, req: &api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
+        if self.containers.lock().unwrap().contains_key(&req.id) {
+            return Err(Error::AlreadyExists(req.id.clone()));
+        }
+        if req.terminal {
+            return Err(Error::Unimplemented("a terminal (ctr run -t)"));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let mut rootfs_mounted = None;
+        if !req.rootfs.is_empty() {
+            let target = bundle.join("rootfs");
+            std::fs::create_dir_all(&target).map_err(Error::io(format!("cannot create {}", target.display())))?;
+            for m in &req.rootfs {
+                if let Err(e) = containerd_shim::mount::mount_rootfs(Some(m.type_.as_str()), Some(m.source.as_str()), &m.options, &target) {
+                    unmount(&target);
+                    return Err(Error::Io { context: format!("cannot mount the rootfs at {}", target.display()), source: std::io::Error::other(e.to_string()) });
+                }
+            }
+            rootfs_mounted = Some(target);
+        }
+        let mut fifos = Vec::new();
+        for p in [&req.stdout, &req.stderr].into_iter().filter(|p| !p.is_empty()) {
+            match std::fs::OpenOptions::new().read(true).write(true).open(p) {
+                Ok(f) => fifos.push(f),
+                Err(e) => {
+                    if let Some(t) = &rootfs_mounted {
+                        unmount(t);
+                    }
+                    return Err(Error::Io { context: format!("cannot open {p}"), source: e });
+                }
+            }
+        }
+        let launch = match spec::load(&bundle) {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(t) = &rootfs_mounted {
+                    unmount(t);
+                }
+                return Err(e);
+            }
+        };
+        let container = Arc::new(Container {
+            id: req.id.clone(),
+            bundle,
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            rootfs_mounted,
+            state: Mutex::new(State::Created(Box::new(launch))),
+            changed: Condvar::new(),
+            signal: AtomicU32::new(0),
+            fifos: Mutex::new(fifos),
+        });
+        self.containers.lock().unwrap().insert(req.id.clone(), container);
+        Ok(api::CreateTaskResponse { pid: std::process::id(), ..Default::default() })
+    }
+
+    fn start_task(&self, req: &api::StartRequest) -> Result<api::StartResponse> {
+        no_exec(&req.exec_id)?;
+        let c = self.get(&req.id)?;
+        let mut state = c.state.lock().unwrap();
+        let launch = match &*state {
+            State::Created(l) => l.clone(),
+            _ => return Err(Error::FailedPrecondition(format!("{}: container already started", req.id))),
+        };
+        let io = run::Io { stdout: non_empty(&c.stdout), stderr: non_empty(&c.stderr) };
+        let done = {
+            let c = c.clone();
+            let this = self.clone();
+            move |code: i32| this.exited(&c, code)
+        };
+        let running = match run::start(*launch, io, done) {
+            Ok(r) => r,
+            Err(e) => {
+                // The container stays created and can be deleted; say why on its stderr too.
+                run::report(non_empty(&c.stderr).as_deref(), &e);
+                // ctr waits for EOF on the fifos before it deletes the task.
+                c.fifos.lock().unwrap().clear();
+                return Err(e);
+            }
+        };
+        *state = State::Running(running);
+        Ok(api::StartResponse { pid: std::process::id(), ..Default::default() })
+    }
+
+    /// Called on the guest's thread when it ends.
+    fn exited(&self, c: &Container, code: i32) {
+        let signal = c.signal.load(Ordering::SeqCst);
+        let code = if code == run::KILLED && signal != 0 { 128 + signal } else { code as u32 & 0xff };
+        let at = now();
+        c.fifos.lock().unwrap().clear();
+        *c.state.lock().unwrap() = State::Stopped { code, at: at.clone() };
+        c.changed.notify_all();
+        let event = TaskExit {
+            container_id: c.id.clone(),
+            id: c.id.clone(),
+            pid: std::process::id(),
+            exit_status: code,
+            exited_at: MessageField::some(at),
+            ..Default::default()
+        };
+        self.publish("/tasks/exit", Box::new(event));
+    }
+
+    fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        if let Some(p) = &self.publisher {
+            if let Err(e) = p.lock().unwrap().publish(Context::default(), topic, &self.namespace, event) {
+                log::warn!("failed to publish {topic}: {e}");
+            }
+        }
+    }
+
+    fn kill_task(&self, req: &api::KillRequest) -> Result<()> {
+        no_exec(&req.exec_id)?;
+        let c = self.get(&req.id)?;
+        let state = c.state.lock().unwrap();
+        match &*state {
+            State::Running(r) => {
+                let signal = req.signal;
+                match signal {
+                    0 => {}
+                    SIGKILL | SIGINT | SIGTERM | SIGHUP | SIGQUIT => {
+                        if c.signal.load(Ordering::SeqCst) == 0 || signal == SIGKILL {
+                            c.signal.store(signal, Ordering::SeqCst);
+                        }
+                        r.signal(signal == SIGKILL);
+                    }
+                    _ => return Err(Error::FailedPrecondition(format!("signal {signal} is not supported for a wasm guest"))),
+                }
+                Ok(())
+            }
+            State::Created(_) => Err(Error::FailedPrecondition(format!("{}: container not started", req.id))),
+            // containerd kills stopped tasks on `ctr task kill --all` and on delete: nothing to do.
+            State::Stopped { .. } => Err(Error::NotFound(format!("{}: process already finished", req.id))),
+        }
+    }
+
+    fn wait_task(&self, req: &api::WaitRequest) -> Result<api::WaitResponse> {
+        no_exec(&req.exec_id)?;
+        let c = self.get(&req.id)?;
+        let mut state = c.state.lock().unwrap();
+        loop {
+            if let State::Stopped { code, at } = &*state {
+                return Ok(api::WaitResponse { exit_status: *code, exited_at: MessageField::some(at.clone()), ..Default::default() });
+            }
+            state = c.changed.wait(state).unwrap();
+        }
+    }
+
+    fn state_task(&self, req: &api::StateRequest) -> Result<api::StateResponse> {
+        no_exec(&req.exec_id)?;
+        let c = self.get(&req.id)?;
+        let state = c.state.lock().unwrap();
+        let mut resp = api::StateResponse {
+            id: c.id.clone(),
+            bundle: c.bundle.to_string_lossy().into_owned(),
+            pid: std::process::id(),
+            stdout: c.stdout.clone(),
+            stderr: c.stderr.clone(),
+            ..Default::default()
+        };
+        match &*state {
+            State::Created(_) => resp.status = Status::CREATED.into(),
+            State::Running(_) => resp.status = Status::RUNNING.into(),
+            State::Stopped { code, at } => {
+                resp.status = Status::STOPPED.into();
+                resp.exit_status = *code;
+                resp.exited_at = MessageField::some(at.clone());
+            }
+        }
+        Ok(resp)
+    }
+
+    fn delete_task(&self, req: &api::DeleteRequest) -> Result<api::DeleteResponse> {
+        no_exec(&req.exec_id)?;
+        let c = self.get(&req.id)?;
+        let (code, at) = {
+            let mut state = c.state.lock().unwrap();
+            if let State::Running(r) = &*state {
+                c.signal.store(SIGKILL, Ordering::SeqCst);
+                r.signal(true);
+            }
+            loop {
+                match &*state {
+                    State::Stopped { code, at } => break (*code, at.clone()),
+                    State::Created(_) => break (0, now()),
+                    State::Running(_) => state = c.changed.wait(state).unwrap(),
+                }
+            }
+        };
+        if let Some(t) = &c.rootfs_mounted {
+            unmount(t);
+        }
+        self.containers.lock().unwrap().remove(&req.id);
+        Ok(api::DeleteResponse { pid: std::process::id(), exit_status: code, exited_at: MessageField::some(at), ..Default::default() })
+    }
+}
+
+const SIGKILL: u32 = libc::SIGKILL as u32;
+const SIGTERM: u32 = libc::SIGTERM as u32;
+const SIGINT: u32 = libc::SIGINT as u32;
+const SIGHUP: u32 = libc::SIGHUP as u32;
+const SIGQUIT: u32 = libc::SIGQUIT as u32;
+
+fn no_exec(exec_id: &str) -> Result<()> {
+    if exec_id.is_empty() { Ok(()) } else { Err(Error::Unimplemented("exec")) }
+}
+
+fn non_empty(s: &str) -> Option<PathBuf> {
+    (!s.is_empty()).then(|| PathBuf::from(s))
+}
+
+fn now() -> Timestamp {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() }
+}
+
+/// Lazily unmounts everything at or under `target`.
+pub(crate) fn unmount(target: &Path) {
+    if let Some(t) = target.to_str() {
+        if let Err(e) = containerd_shim::mount::umount_recursive(Some(t), libc::MNT_DETACH) {
+            log::warn!("failed to unmount {t}: {e}");
+        }
+    }
+}
+
+impl containerd_shim::Task for TaskService {
+    fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> TtrpcResult<api::CreateTaskResponse> {
+        Ok(self.create_task(&req)?)
+    }
+
+    fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
+        Ok(self.start_task(&req)?)
+    }
+
+    fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
+        Ok(self.state_task(&req)?)
+    }
+
+    fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
+        self.get(&req.id)?;
+        let info = containerd_shim::protos::types::task::ProcessInfo { pid: std::process::id(), ..Default::default() };
+        Ok(api::PidsResponse { processes: vec![info], ..Default::default() })
+    }
+
+    fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        self.kill_task(&req)?;
+        Ok(api::Empty::default())
+    }
+
+    fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
+        Ok(self.wait_task(&req)?)
+    }
+
+    fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
+        Ok(self.delete_task(&req)?)
+    }
+
+    fn connect(&self, _ctx: &TtrpcContext, _req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
+        let pid = std::process::id();
+        Ok(api::ConnectResponse { shim_pid: pid, task_pid: pid, version: env!("CARGO_PKG_VERSION").into(), ..Default::default() })
+    }
+
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
+        if self.containers.lock().unwrap().is_empty() {
+            self.exit.signal();
+        }
+        Ok(api::Empty::default())
+    }
+}
