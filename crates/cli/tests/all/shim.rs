@@ -149,7 +149,7 @@ fn shim_kills_a_long_running_guest_with_sigterm_and_sigkill() {
         let id = format!("sleeper-{}", signal.to_lowercase());
         let child = s.run_command(&id, &["/app/sleep.wasm", "100"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         s.wait_status(&id, "RUNNING");
-        let pids = ok("ctr task pids", s.containerd.ctr(&["task", "pids", &id]));
+        let pids = ok("ctr task ps", s.containerd.ctr(&["task", "ps", &id]));
         assert!(text(&pids.stdout).lines().count() >= 2, "{}", text(&pids.stdout));
         ok("ctr task kill", s.containerd.ctr(&["task", "kill", "-s", signal, &id]));
         let out = child.wait_with_output().unwrap();
