@@ -40,6 +40,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// The exit code of a container that failed to start for this reason: `wasmcell run`'s codes
+    /// (126 not runnable, 127 not found, 125 anything else).
+    pub fn exit_code(&self) -> u32 {
+        match self {
+            Error::Runtime(wasmcell_runtime::Error::NotFound(_)) => 127,
+            Error::Runtime(wasmcell_runtime::Error::NotRunnable(_)) | Error::InvalidSpec(_) => 126,
+            _ => 125,
+        }
+    }
+
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
         move |source| Error::Io { context, source }

@@ -78,13 +78,10 @@ pub fn start(launch: Launch, io: Io, done: impl FnOnce(i32) + Send + 'static) ->
             .map_err(Error::io("failed to spawn the pause thread"))?;
         return Ok(Running::Pause(std::sync::Mutex::new(Some(tx))));
     }
-    if let Some(export) = &launch.export {
-        return Err(Error::InvalidSpec(format!("#{export}: calling a named export is not supported yet; use the module's _start")));
-    }
     let input = Input::read(&launch.module)?;
     let http = input.kind()? == WasmKind::Component
         && inspect::inspect(&input.bytes)?.exports.iter().any(|e| e.name.starts_with("wasi:http/incoming-handler@"));
-    if http { start_http(launch, input, io, done) } else { start_command(launch, input, io, done) }
+    if http && launch.export.is_none() { start_http(launch, input, io, done) } else { start_command(launch, input, io, done) }
 }
 
 fn cache() -> Option<Cache> {
@@ -99,7 +96,7 @@ fn start_command(launch: Launch, input: Input, io: Io, done: impl FnOnce(i32) + 
         single_instance: true,
         pooling: None,
     })?;
-    let program = engine.load(&input)?;
+    let program = engine.load_entry(&input, launch.export.as_deref())?;
     let stdio = Stdio {
         stdin: StdioSpec::Null,
         stdout: io.stdout.clone().map_or(StdioSpec::Null, StdioSpec::File),

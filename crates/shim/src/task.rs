@@ -144,10 +144,14 @@ impl TaskService {
         let running = match run::start(*launch, io, done) {
             Ok(r) => r,
             Err(e) => {
-                // The container stays created and can be deleted; say why on its stderr too.
+                // As a runc container whose process failed to start: the task is stopped (with the
+                // code `wasmcell run` exits with for the same error), so it can be deleted; containerd
+                // refuses to delete a task that is still created. Say why on its stderr too.
                 run::report(non_empty(&c.stderr).as_deref(), &e);
                 // ctr waits for EOF on the fifos before it deletes the task.
                 c.fifos.lock().unwrap().clear();
+                *state = State::Stopped { code: e.exit_code(), at: now() };
+                c.changed.notify_all();
                 return Err(e);
             }
         };

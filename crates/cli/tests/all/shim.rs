@@ -43,12 +43,18 @@ fn import_apps(containerd: &Containerd) {
     let read = |p: &str| std::fs::read(p).unwrap();
     let (hello, component, exit, sleep, http) =
         (read(guests::HELLO_C), read(guests::HELLO_COMPONENT), read(guests::EXIT_C), read(guests::SLEEP_C), read(guests::HTTP_HELLO));
+    let (env, fs, memhog, entries) = (read(guests::ENV_C), read(guests::FS_C), read(guests::MEMHOG_C), read(guests::ENTRIES_WASM));
     let layer = layout::tar_gz(&[
         ("app/hello.wasm", &hello),
         ("app/hello-component.wasm", &component),
         ("app/exit.wasm", &exit),
         ("app/sleep.wasm", &sleep),
         ("app/http.wasm", &http),
+        ("app/env.wasm", &env),
+        ("app/fs.wasm", &fs),
+        ("app/memhog.wasm", &memhog),
+        ("app/entries.wasm", &entries),
+        ("app/data/in-image.txt", b"from the image\n"),
     ]);
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(&layer[..]).read_to_end(&mut raw).unwrap();
@@ -91,6 +97,11 @@ impl Setup {
         self.containerd.ctr(&[&["run", "--rm", "--runtime", RUNTIME, IMAGE, id], args].concat())
     }
 
+    /// `ctr run --rm --runtime ... FLAGS IMAGE ID ARGS...`.
+    fn run_with(&self, id: &str, flags: &[&str], args: &[&str]) -> Output {
+        self.containerd.ctr(&[&["run", "--rm", "--runtime", RUNTIME], flags, &[IMAGE, id], args].concat())
+    }
+
     fn run_command(&self, id: &str, args: &[&str]) -> Command {
         let mut c = self.containerd.ctr_command();
         c.args(["run", "--rm", "--runtime", RUNTIME, IMAGE, id]).args(args);
@@ -114,7 +125,19 @@ impl Setup {
             let pids: Vec<u32> = pids_referencing(self.containerd.dir()).into_iter().filter(|p| *p != me).collect();
             pids.is_empty().then_some(())
         });
-        assert!(left.is_some(), "processes left behind: {:?}", pids_referencing(self.containerd.dir()));
+        if left.is_none() {
+            let who: Vec<String> = pids_referencing(self.containerd.dir())
+                .into_iter()
+                .filter(|p| *p != me)
+                .map(|p| format!("{p}: {}", std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default().replace('\0', " ")))
+                .collect();
+            panic!("processes left behind: {who:#?}\n{}", self.containerd.log());
+        }
+        // No cgroup: `ctr run` names /NAMESPACE/ID as the container's cgroup; the shim creates none.
+        for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let ns = controller.path().join(self.containerd.namespace());
+            assert!(!ns.exists(), "cgroup left behind: {}", ns.display());
+        }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let dir = self.containerd.dir().to_string_lossy().into_owned();
         let under: Vec<&str> = mounts.lines().filter(|l| l.contains(&dir)).collect();
@@ -194,5 +217,59 @@ fn shim_runs_twenty_containers_in_parallel() {
             assert_eq!(text(&out.stdout), "hello from C\n");
         }
     });
+    s.assert_nothing_left();
+}
+
+#[test]
+fn shim_maps_the_spec_onto_the_sandbox() {
+    let s = setup();
+    // Environment: the image's, then ctr's --env; nothing of the shim's own (no PATH unless the spec has it).
+    let out = ok("ctr run env", s.run_with("env", &["--env", "GREETING=hi"], &["/app/env.wasm"]));
+    let env = text(&out.stdout);
+    assert!(env.contains("FROM_IMAGE=yes\n") && env.contains("GREETING=hi\n"), "{env}");
+    assert!(!env.contains("WASMCELL_HOME"), "the shim's environment leaked into the guest: {env}");
+
+    // The rootfs is the guest's /, and nothing outside it is reachable.
+    let out = ok("ctr run fs read", s.run("fs-read", &["/app/fs.wasm", "read", "/app/data/in-image.txt"]));
+    assert!(text(&out.stdout).contains("from the image"), "{}", text(&out.stdout));
+    let out = s.run("fs-escape", &["/app/fs.wasm", "read", "/../../../../etc/hostname"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    // A bind mount is a preopened directory; `ro` is honoured.
+    let host = scratch();
+    std::fs::write(host.path().join("note.txt"), "from the host\n").unwrap();
+    let mount = format!("type=bind,src={},dst=/data,options=rbind:ro", host.path().display());
+    let out = ok("ctr run fs mount", s.run_with("fs-mount", &["--mount", &mount], &["/app/fs.wasm", "read", "/data/note.txt"]));
+    assert!(text(&out.stdout).contains("from the host"), "{}", text(&out.stdout));
+    let out = s.run_with("fs-ro", &["--mount", &mount], &["/app/fs.wasm", "write", "/data/new.txt", "x"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(!host.path().join("new.txt").exists(), "a read-only mount was written");
+    let rw = format!("type=bind,src={},dst=/data,options=rbind:rw", host.path().display());
+    ok("ctr run fs rw", s.run_with("fs-rw", &["--mount", &rw], &["/app/fs.wasm", "write", "/data/new.txt", "x"]));
+    assert_eq!(std::fs::read_to_string(host.path().join("new.txt")).unwrap(), "x");
+
+    // linux.resources.memory.limit is the guest's memory cap: 64 MiB does not fit in 32. Like a
+    // container the OOM killer stopped, it exits 137, with the reason on its stderr.
+    let out = s.run_with("mem-cap", &["--memory-limit", &(32u64 << 20).to_string()], &["/app/memhog.wasm", "64"]);
+    assert_eq!(out.status.code(), Some(137), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("allocation failed after 31 MiB"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("exceeded its memory limit of 32 MiB"), "{}", text(&out.stderr));
+    let out = ok("ctr run mem-ok", s.run_with("mem-ok", &["--memory-limit", &(128u64 << 20).to_string()], &["/app/memhog.wasm", "64"]));
+    assert!(!text(&out.stdout).contains("allocation failed"), "{}", text(&out.stdout));
+
+    // file.wasm#func runs that export instead of _start; an i32 result is the exit code.
+    assert_eq!(text(&ok("#greet", s.run("entry-greet", &["/app/entries.wasm#greet"])).stdout), "greet\n");
+    assert_eq!(text(&ok("_start", s.run("entry-start", &["/app/entries.wasm"])).stdout), "start\n");
+    assert_eq!(s.run("entry-code", &["/app/entries.wasm#code"]).status.code(), Some(3));
+    for (id, entry, error) in [
+        ("entry-add", "/app/entries.wasm#add", "takes parameters"),
+        ("entry-none", "/app/entries.wasm#nope", "exports no function `nope`"),
+    ] {
+        let out = s.run(id, &[entry]);
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(error), "{id}: {}", text(&out.stderr));
+        let _ = s.containerd.ctr(&["containers", "rm", id]);
+    }
+    let _ = s.containerd.ctr(&["containers", "rm", "fs-escape", "fs-ro"]);
     s.assert_nothing_left();
 }

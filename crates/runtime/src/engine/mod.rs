@@ -29,7 +29,14 @@ pub trait Engine: Send + Sync + 'static {
     /// Compiles `input`, or loads its compiled code from the cache, and links it against the host.
     /// Link errors (an import the host does not provide, an unsupported world) surface here, before
     /// any instance exists.
-    fn load(&self, input: &Input) -> Result<Arc<dyn Program>>;
+    fn load(&self, input: &Input) -> Result<Arc<dyn Program>> {
+        self.load_entry(input, None)
+    }
+
+    /// Like [`load`](Self::load), running the core module's export `entry` instead of `_start` (the
+    /// shim's `file.wasm#func`). The export must take no parameters and return nothing or an i32 (the
+    /// exit code). Components always run `wasi:cli/run`, so an entry is an error for them.
+    fn load_entry(&self, input: &Input, entry: Option<&str>) -> Result<Arc<dyn Program>>;
 
     /// Compiles `input` into this engine's precompiled format (`wasmcell compile`).
     fn precompile(&self, input: &Input) -> Result<Vec<u8>>;

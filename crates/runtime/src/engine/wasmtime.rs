@@ -174,20 +174,41 @@ impl Engine for WasmtimeEngine {
         "wasmtime"
     }
 
-    fn load(&self, input: &Input) -> Result<Arc<dyn Program>> {
+    fn load_entry(&self, input: &Input, entry: Option<&str>) -> Result<Arc<dyn Program>> {
         match self.load_compiled(input)? {
             Loaded::Module(module) => {
-                if module.get_export("_start").is_none() {
-                    return Err(not_runnable(format!(
-                        "{}: module exports no `_start` function (a reactor or library module): nothing to run",
-                        input.name
-                    )));
+                let entry = entry.unwrap_or("_start");
+                match module.get_export(entry) {
+                    None if entry == "_start" => {
+                        return Err(not_runnable(format!(
+                            "{}: module exports no `_start` function (a reactor or library module): nothing to run",
+                            input.name
+                        )));
+                    }
+                    None => return Err(not_runnable(format!("{}: module exports no function `{entry}`", input.name))),
+                    Some(wasmtime::ExternType::Func(f)) => {
+                        let results: Vec<_> = f.results().collect();
+                        let fits = f.params().len() == 0
+                            && (results.is_empty() || (results.len() == 1 && matches!(results[0], wasmtime::ValType::I32)));
+                        if !fits {
+                            return Err(not_runnable(format!(
+                                "{}: `{entry}` takes parameters or returns something other than an i32 exit code: cannot run it",
+                                input.name
+                            )));
+                        }
+                    }
+                    Some(_) => return Err(not_runnable(format!("{}: export `{entry}` is not a function", input.name))),
                 }
                 let mut linker = wasmtime::Linker::<P1Host>::new(&self.engine);
                 wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h| &mut h.wasi).map_err(engine_err)?;
                 let pre = linker.instantiate_pre(&module).map_err(|e| link_error(&input.name, &e))?;
-                Ok(Arc::new(ModuleProgram { engine: self.engine.clone(), pre }))
+                Ok(Arc::new(ModuleProgram { engine: self.engine.clone(), pre, entry: entry.into() }))
             }
+            Loaded::Component(_) if entry.is_some() => Err(not_runnable(format!(
+                "{}: a component runs wasi:cli/run; `#{}` picks an export of a core module only",
+                input.name,
+                entry.unwrap_or_default()
+            ))),
             Loaded::Component(component) => {
                 check_command_world(&self.engine, &component, &input.name)?;
                 let mut linker = wasmtime::component::Linker::<P2Host>::new(&self.engine);
@@ -463,6 +484,8 @@ pub(crate) fn limiter_for(policy: &SandboxPolicy) -> MemoryLimiter {
 struct ModuleProgram {
     engine: wasmtime::Engine,
     pre: wasmtime::InstancePre<P1Host>,
+    /// The export run: `_start`, or what `file.wasm#func` named (checked: no parameters, no result or an i32).
+    entry: Arc<str>,
 }
 
 impl Program for ModuleProgram {
@@ -475,28 +498,38 @@ impl Program for ModuleProgram {
         let limits = limiter_for(policy);
         let hit = limits.hit.clone();
         let store = new_store(&self.engine, P1Host { wasi, limits }, &stop, |h| &mut h.limits);
-        Ok(Box::new(ModuleGuest { store, pre: self.pre.clone(), hit, limit: policy.limits.memory }))
+        Ok(Box::new(ModuleGuest { store, pre: self.pre.clone(), entry: self.entry.clone(), hit, limit: policy.limits.memory }))
     }
 }
 
 struct ModuleGuest {
     store: Store<P1Host>,
     pre: wasmtime::InstancePre<P1Host>,
+    entry: Arc<str>,
     hit: Arc<AtomicBool>,
     limit: Option<u64>,
 }
 
 impl Guest for ModuleGuest {
     fn run(self: Box<Self>) -> Pin<Box<dyn Future<Output = Result<i32>> + Send>> {
-        let ModuleGuest { mut store, pre, hit, limit } = *self;
+        let ModuleGuest { mut store, pre, entry, hit, limit } = *self;
         Box::pin(async move {
             let result = async {
                 let instance = pre.instantiate_async(&mut store).await?;
-                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-                start.call_async(&mut store, ()).await
+                if &*entry == "_start" {
+                    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                    return start.call_async(&mut store, ()).await.map(|()| 0);
+                }
+                // Checked at load: no parameters, no result or an i32.
+                let func = instance
+                    .get_func(&mut store, &entry)
+                    .ok_or_else(|| wasmtime::format_err!("module exports no function `{entry}`"))?;
+                let mut results = vec![wasmtime::Val::I32(0); func.ty(&store).results().len()];
+                func.call_async(&mut store, &[], &mut results).await?;
+                Ok(results.first().and_then(wasmtime::Val::i32).unwrap_or(0))
             }
             .await;
-            outcome(result.map(|()| 0), &hit, limit)
+            outcome(result, &hit, limit)
         })
     }
 }
