@@ -43,7 +43,9 @@ const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 /// Reads `BUNDLE/config.json` and translates it.
 pub fn load(bundle: &Path) -> Result<Launch> {
     let path = bundle.join("config.json");
-    let spec = Spec::load(&path).map_err(|e| Error::InvalidSpec(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(&path).map_err(Error::io(format!("cannot read {}", path.display())))?;
+    // serde_json directly: oci-spec's own loader reduces every parse error to "serde failed".
+    let spec: Spec = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidSpec(format!("{}: not an OCI runtime spec: {e}", path.display())))?;
     translate(&spec, bundle)
 }
 
@@ -159,7 +161,7 @@ mod tests {
     fn config(args: &[&str], extra: serde_json::Value) -> serde_json::Value {
         let mut c = serde_json::json!({
             "ociVersion": "1.0.2",
-            "process": {"args": args, "env": ["PATH=/bin", "GREETING=hi"], "cwd": "/"},
+            "process": {"args": args, "env": ["PATH=/bin", "GREETING=hi"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
             "root": {"path": "rootfs", "readonly": true},
         });
         if let serde_json::Value::Object(m) = extra {
@@ -193,6 +195,14 @@ mod tests {
         assert_eq!(l.policy.limits.memory, Some(64 << 20));
         assert_eq!(l.http_addr.to_string(), DEFAULT_HTTP_ADDR);
         assert!(!l.pause);
+    }
+
+    #[test]
+    fn a_malformed_spec_is_one_clear_error() {
+        let mut c = config(&["/app/hello.wasm"], serde_json::json!({}));
+        c["process"].as_object_mut().unwrap().remove("user");
+        let e = load(bundle(c).path()).unwrap_err().to_string();
+        assert!(e.contains("not an OCI runtime spec: missing field `user`"), "{e}");
     }
 
     #[test]
