@@ -94,17 +94,24 @@ fn text(b: &[u8]) -> String {
 impl Setup {
     /// `ctr run --rm --runtime io.containerd.wasmcell.v1 IMAGE ID ARGS...`.
     fn run(&self, id: &str, args: &[&str]) -> Output {
-        self.containerd.ctr(&[&["run", "--rm", "--runtime", RUNTIME, IMAGE, id], args].concat())
+        self.run_with(id, &[], args)
+    }
+
+    /// Where ctr makes the containers' stdio fifos: in the private dir, not ctr's default
+    /// /run/containerd/fifo (ctr leaves an empty directory there per container).
+    fn fifo_dir(&self) -> String {
+        self.containerd.dir().join("fifo").to_string_lossy().into_owned()
     }
 
     /// `ctr run --rm --runtime ... FLAGS IMAGE ID ARGS...`.
     fn run_with(&self, id: &str, flags: &[&str], args: &[&str]) -> Output {
-        self.containerd.ctr(&[&["run", "--rm", "--runtime", RUNTIME], flags, &[IMAGE, id], args].concat())
+        let fifos = self.fifo_dir();
+        self.containerd.ctr(&[&["run", "--rm", "--fifo-dir", &fifos, "--runtime", RUNTIME], flags, &[IMAGE, id], args].concat())
     }
 
     fn run_command(&self, id: &str, args: &[&str]) -> Command {
         let mut c = self.containerd.ctr_command();
-        c.args(["run", "--rm", "--runtime", RUNTIME, IMAGE, id]).args(args);
+        c.args(["run", "--rm", "--fifo-dir", &self.fifo_dir(), "--runtime", RUNTIME, IMAGE, id]).args(args);
         c
     }
 
@@ -272,4 +279,20 @@ fn shim_maps_the_spec_onto_the_sandbox() {
     }
     let _ = s.containerd.ctr(&["containers", "rm", "fs-escape", "fs-ro"]);
     s.assert_nothing_left();
+}
+
+/// deploy/containerd-config.toml, added to a config that has no runtimes of its own (as Debian's), keeps
+/// the CRI plugin loading, with the `wasmcell` handler the RuntimeClass names.
+#[test]
+fn shim_deploy_config_loads_in_containerds_cri_plugin() {
+    let snippet = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/containerd-config.toml")).unwrap();
+    let containerd = Containerd::start_with_cri(&snippet);
+    let plugins = text(&ok("ctr plugins ls", containerd.ctr(&["plugins", "ls"])).stdout);
+    let cri = plugins.lines().find(|l| l.split_whitespace().nth(1) == Some("cri")).unwrap_or_default();
+    assert_eq!(cri.split_whitespace().last(), Some("ok"), "the CRI plugin did not load:\n{plugins}\n{}", containerd.log());
+    assert!(containerd.dir().join("cni/net.d").is_dir(), "CRI's CNI config dir is not the private one");
+    let log = containerd.log();
+    assert!(log.contains("wasmcell:{Type:io.containerd.wasmcell.v1"), "no wasmcell runtime in CRI's config:\n{log}");
+    let runtime_class = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/runtimeclass.yaml")).unwrap();
+    assert!(runtime_class.contains("handler: wasmcell"), "the RuntimeClass names another handler");
 }

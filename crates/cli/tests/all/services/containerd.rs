@@ -55,6 +55,16 @@ impl Containerd {
     /// Like [`start_with_path`](Self::start_with_path), with extra environment variables for containerd
     /// (and so for the shims it starts), e.g. `WASMCELL_HOME`.
     pub fn start_with_env(dirs: &[&Path], env: &[(&str, &OsStr)]) -> Containerd {
+        Containerd::start_configured(dirs, env, None)
+    }
+
+    /// containerd with its CRI plugin on (what Kubernetes talks to) and `cri_config` (TOML) appended to
+    /// its config, e.g. deploy/containerd-config.toml.
+    pub fn start_with_cri(cri_config: &str) -> Containerd {
+        Containerd::start_configured(&[], &[], Some(cri_config))
+    }
+
+    fn start_configured(dirs: &[&Path], env: &[(&str, &OsStr)], cri: Option<&str>) -> Containerd {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let namespace = format!("wasmcell-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         static SWEEP: std::sync::Once = std::sync::Once::new();
@@ -71,12 +81,12 @@ impl Containerd {
             root.display()
         );
         let q = |name: &str| toml_str(&root.join(name));
-        let config = format!(
+        let disabled_cri = if cri.is_some() { "" } else { "\n  \"io.containerd.grpc.v1.cri\"," };
+        let mut config = format!(
             r#"version = 2
 root = {root}
 state = {state}
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
+disabled_plugins = [{disabled_cri}
   "io.containerd.snapshotter.v1.aufs",
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper",
@@ -103,6 +113,15 @@ disabled_plugins = [
             debug = q("debug.sock"),
             opt = q("opt"),
         );
+        if let Some(extra) = cri {
+            // CRI creates its CNI config dir at start: keep it in the temp dir, not /etc/cni.
+            config.push_str(&format!(
+                "\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  conf_dir = {}\n  bin_dir = {}\n\n",
+                q("cni/net.d"),
+                q("cni/bin")
+            ));
+            config.push_str(extra);
+        }
         let config_path = root.join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         let log_path = root.join("containerd.log");
