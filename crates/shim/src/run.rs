@@ -25,8 +25,9 @@ use crate::spec::Launch;
 pub const KILLED: i32 = -1;
 /// A guest that trapped (as a native process killed by SIGABRT, like `wasmcell run`).
 const TRAP: i32 = 134;
-/// A guest over its memory limit (as a container killed by the OOM killer).
-const MEMORY: i32 = 137;
+/// The code `done` receives for a guest stopped at its memory limit (the task reports an OOM and exits
+/// 137, as a container the OOM killer stopped).
+pub const OUT_OF_MEMORY: i32 = -2;
 /// Per-instance memory of an HTTP component when the spec sets no limit (as `wasmcell serve`).
 const DEFAULT_HTTP_MEMORY: u64 = 128 << 20;
 /// Instances of an HTTP component alive at once, at most.
@@ -115,7 +116,7 @@ fn start_command(launch: Launch, input: Input, io: Io, done: impl FnOnce(i32) + 
                 Err(wasmcell_runtime::Error::Killed) => KILLED,
                 Err(e) => {
                     let code = match &e {
-                        wasmcell_runtime::Error::MemoryLimit(_) => MEMORY,
+                        wasmcell_runtime::Error::MemoryLimit(_) => OUT_OF_MEMORY,
                         wasmcell_runtime::Error::Trap { .. } => TRAP,
                         _ => 1,
                     };

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use containerd_shim::api::{self, Status};
-use containerd_shim::protos::events::task::TaskExit;
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart};
+use containerd_shim::protos::topics;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
 use containerd_shim::protos::ttrpc::context::Context;
@@ -124,6 +125,15 @@ impl TaskService {
             fifos: Mutex::new(fifos),
         });
         self.containers.lock().unwrap().insert(req.id.clone(), container);
+        let event = TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: MessageField::some(TaskIO { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal, ..Default::default() }),
+            pid: std::process::id(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event));
         Ok(api::CreateTaskResponse { pid: std::process::id(), ..Default::default() })
     }
 
@@ -149,22 +159,39 @@ impl TaskService {
                 // refuses to delete a task that is still created. Say why on its stderr too.
                 run::report(non_empty(&c.stderr).as_deref(), &e);
                 // ctr waits for EOF on the fifos before it deletes the task.
-                c.fifos.lock().unwrap().clear();
+                let mut fifos = c.fifos.lock().unwrap();
+                drain(&fifos);
+                fifos.clear();
+                drop(fifos);
                 *state = State::Stopped { code: e.exit_code(), at: now() };
                 c.changed.notify_all();
                 return Err(e);
             }
         };
         *state = State::Running(running);
+        drop(state);
+        self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(TaskStart { container_id: req.id.clone(), pid: std::process::id(), ..Default::default() }));
         Ok(api::StartResponse { pid: std::process::id(), ..Default::default() })
     }
 
     /// Called on the guest's thread when it ends.
     fn exited(&self, c: &Container, code: i32) {
         let signal = c.signal.load(Ordering::SeqCst);
-        let code = if code == run::KILLED && signal != 0 { 128 + signal } else { code as u32 & 0xff };
+        if code == run::OUT_OF_MEMORY {
+            // CRI marks the container OOMKilled on this event.
+            self.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(TaskOOM { container_id: c.id.clone(), ..Default::default() }));
+        }
+        let code = match code {
+            run::KILLED if signal != 0 => 128 + signal,
+            run::OUT_OF_MEMORY => 128 + SIGKILL,
+            code => code as u32 & 0xff,
+        };
+        {
+            let mut fifos = c.fifos.lock().unwrap();
+            drain(&fifos);
+            fifos.clear();
+        }
         let at = now();
-        c.fifos.lock().unwrap().clear();
         *c.state.lock().unwrap() = State::Stopped { code, at: at.clone() };
         c.changed.notify_all();
         let event = TaskExit {
@@ -175,7 +202,7 @@ impl TaskService {
             exited_at: MessageField::some(at),
             ..Default::default()
         };
-        self.publish("/tasks/exit", Box::new(event));
+        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event));
     }
 
     fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
@@ -268,6 +295,15 @@ impl TaskService {
             unmount(t);
         }
         self.containers.lock().unwrap().remove(&req.id);
+        let event = TaskDelete {
+            container_id: req.id.clone(),
+            id: req.id.clone(),
+            pid: std::process::id(),
+            exit_status: code,
+            exited_at: MessageField::some(at.clone()),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event));
         Ok(api::DeleteResponse { pid: std::process::id(), exit_status: code, exited_at: MessageField::some(at), ..Default::default() })
     }
 }
@@ -277,6 +313,32 @@ const SIGTERM: u32 = libc::SIGTERM as u32;
 const SIGINT: u32 = libc::SIGINT as u32;
 const SIGHUP: u32 = libc::SIGHUP as u32;
 const SIGQUIT: u32 = libc::SIGQUIT as u32;
+
+/// How long an ended guest's output may wait in containerd's fifos for its reader.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until what the guest wrote to the fifos has been read (or `DRAIN_TIMEOUT`), before they are
+/// closed and the exit is reported. A reader that opens a fifo only after every writer closed it would find
+/// the pipe, and the output in it, gone: ctr opens its ends asynchronously, and on a loaded host a guest
+/// can start, print and end before that.
+fn drain(fifos: &[std::fs::File]) {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+    for f in fifos {
+        loop {
+            let mut unread: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one c_int; `f` is an open fifo.
+            if unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut unread) } != 0 || unread == 0 {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                log::warn!("{unread} bytes of output were never read");
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
 
 fn no_exec(exec_id: &str) -> Result<()> {
     if exec_id.is_empty() { Ok(()) } else { Err(Error::Unimplemented("exec")) }

@@ -257,7 +257,16 @@ fn shim_maps_the_spec_onto_the_sandbox() {
 
     // linux.resources.memory.limit is the guest's memory cap: 64 MiB does not fit in 32. Like a
     // container the OOM killer stopped, it exits 137, with the reason on its stderr.
+    // The shim publishes containerd's task events; CRI marks a container OOMKilled on /tasks/oom.
+    let mut events = s.containerd.ctr_command().arg("events").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     let out = s.run_with("mem-cap", &["--memory-limit", &(32u64 << 20).to_string()], &["/app/memhog.wasm", "64"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let events = text(&events.wait_with_output().unwrap().stdout);
+    for topic in ["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit", "/tasks/delete"] {
+        assert!(events.lines().any(|l| l.contains(topic) && l.contains("mem-cap")), "no {topic} event for mem-cap:\n{events}");
+    }
     assert_eq!(out.status.code(), Some(137), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("allocation failed after 31 MiB"), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("exceeded its memory limit of 32 MiB"), "{}", text(&out.stderr));
