@@ -62,14 +62,7 @@ fn main() -> Result<(), BoxError> {
     let limits = RequestLimits { timeout: Some(Duration::from_secs(30)), max_body: Some(16 << 20) };
 
     // The epoch ticker serve runs (guests yield at every tick).
-    let ticker = engine.wasmtime().weak();
-    std::thread::spawn(move || {
-        while let Some(engine) = ticker.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    });
+    engine.spawn_epoch_ticker()?;
 
     println!("{}: {n} sequential requests per measurement ({warmup} warm-up requests first)", input.name);
 

@@ -153,16 +153,8 @@ fn start_http(launch: Launch, input: Input, io: Io, done: impl FnOnce(i32) + Sen
     let config = Config { max_concurrency: instances as usize, threads: 1, drain_timeout: Duration::from_secs(10), ..Config::default() };
 
     // Epoch ticks make running guests yield, so per-request deadlines fire.
-    let ticker = engine.wasmtime().weak();
-    std::thread::Builder::new()
-        .name("wasmcell-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = ticker.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
+    engine
+        .spawn_epoch_ticker()
         .map_err(Error::io("failed to start the epoch thread"))?;
 
     let (term_tx, term_rx) = tokio::sync::oneshot::channel::<()>();

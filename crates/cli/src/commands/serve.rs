@@ -2,7 +2,6 @@
 //! service, with a fresh instance for every request.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -138,16 +137,7 @@ impl ServeCommand {
         };
 
         // Epoch ticks make running guests yield, so deadlines fire and threads are shared.
-        let ticker = engine.wasmtime().weak();
-        std::thread::Builder::new()
-            .name("wasmcell-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
+        engine.spawn_epoch_ticker()
             .context("failed to start the epoch thread")?;
 
         let config = Config {

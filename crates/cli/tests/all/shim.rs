@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::images::layout::{self, Layout};
 use crate::services::containerd::{Containerd, pids_referencing};
-use crate::services::{free_port, wait_for};
+use crate::services::{check as ok, free_port, wait_for};
 use crate::{Cell, guests, scratch};
 
 const RUNTIME: &str = "io.containerd.wasmcell.v1";
@@ -74,17 +74,6 @@ fn import_apps(containerd: &Containerd) {
     let saved = dir.path().join("saved.tar");
     cell.run(&["save", "-o", saved.to_str().unwrap(), IMAGE]).expect_ok();
     ok("ctr images import", containerd.ctr(&["images", "import", saved.to_str().unwrap()]));
-}
-
-fn ok(what: &str, out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn text(b: &[u8]) -> String {

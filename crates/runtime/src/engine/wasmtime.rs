@@ -97,6 +97,23 @@ impl WasmtimeEngine {
         &self.engine
     }
 
+    /// Starts the thread that advances the epoch every 5 ms for as long as this engine lives, so that
+    /// running guests of a long-lived engine (serve, the shim's HTTP components) yield and their
+    /// deadlines fire.
+    pub fn spawn_epoch_ticker(&self) -> std::io::Result<()> {
+        let ticker = self.engine.weak();
+        std::thread::Builder::new()
+            .name("wasmcell-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            })
+            .map(|_| ())
+    }
+
     fn compile(&self, input: &Input, kind: WasmKind) -> Result<Vec<u8>> {
         let what = match kind {
             WasmKind::Module => "module",
