@@ -26,6 +26,10 @@ pub enum Error {
     #[error("{0} is not supported by the wasmcell shim")]
     Unimplemented(&'static str),
 
+    /// containerd's own API failed (reading the image of a wasm-layer container).
+    #[error("containerd: {0}")]
+    Containerd(String),
+
     /// The runtime refused or failed (not runnable, bad policy, trap at start).
     #[error(transparent)]
     Runtime(#[from] wasmcell_runtime::Error),
@@ -71,7 +75,7 @@ impl From<Error> for ttrpc::Error {
                 wasmcell_runtime::Error::NotRunnable(_) | wasmcell_runtime::Error::Config(_) => Code::INVALID_ARGUMENT,
                 _ => Code::INTERNAL,
             },
-            Error::Io { .. } => Code::INTERNAL,
+            Error::Io { .. } | Error::Containerd(_) => Code::INTERNAL,
         };
         ttrpc::Error::RpcStatus(ttrpc::get_status(code, format!("{e:#}")))
     }

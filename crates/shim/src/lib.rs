@@ -7,11 +7,13 @@
 //! - [`run`]: a container's guest on wasmcell's runtime (a command) or serving loop (a wasi:http
 //!   component).
 //! - [`task`]: the ttrpc task service containerd drives (create, start, state, pids, kill, wait, delete).
+//! - [`containerd`]: containerd's gRPC API: a wasm-layer image's module from the content store.
 //! - [`error`]: the typed error and its one mapping to a ttrpc status.
 //!
 //! Built on the sync flavour of containerd/rust-extensions' `containerd-shim` crate (see ARCHITECTURE.md
 //! for why not runwasi's `containerd-shim-wasm`).
 
+pub mod containerd;
 pub mod error;
 pub mod run;
 pub mod spec;
@@ -140,7 +142,7 @@ fn serve(flags: &Flags) -> containerd_shim::Result<()> {
     let publisher = RemotePublisher::new(&ttrpc_address)?;
     let exit = Arc::new(ExitSignal::default());
     let service: Arc<dyn containerd_shim::protos::Task + Send + Sync> =
-        Arc::new(task::TaskService::new(exit.clone(), flags.namespace.clone(), Some(publisher)));
+        Arc::new(task::TaskService::new(exit.clone(), flags.namespace.clone(), flags.address.clone(), Some(publisher)));
     let v3 = containerd_shim::protos::create_task(service.clone());
     let v2 = containerd_shim::protos::create_task(service)
         .into_iter()

@@ -40,17 +40,21 @@ pub struct Launch {
 /// The annotation CRI sets to `sandbox` on a pod's pause container.
 const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 
+/// Where the module comes from when args[0] names no file in the rootfs (or there are no args): the
+/// image's wasm layer, as a file and the name the guest knows it by; `None` when there is none.
+pub type LayerSource<'a> = &'a mut dyn FnMut(Option<&str>) -> Result<Option<(PathBuf, String)>>;
+
 /// Reads `BUNDLE/config.json` and translates it.
-pub fn load(bundle: &Path) -> Result<Launch> {
+pub fn load(bundle: &Path, layer: LayerSource<'_>) -> Result<Launch> {
     let path = bundle.join("config.json");
     let bytes = std::fs::read(&path).map_err(Error::io(format!("cannot read {}", path.display())))?;
     // serde_json directly: oci-spec's own loader reduces every parse error to "serde failed".
     let spec: Spec = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidSpec(format!("{}: not an OCI runtime spec: {e}", path.display())))?;
-    translate(&spec, bundle)
+    translate(&spec, bundle, layer)
 }
 
 /// Translates a spec whose relative paths are relative to `bundle`.
-pub fn translate(spec: &Spec, bundle: &Path) -> Result<Launch> {
+pub fn translate(spec: &Spec, bundle: &Path, layer: LayerSource<'_>) -> Result<Launch> {
     let netns = spec
         .linux()
         .as_ref()
@@ -64,21 +68,31 @@ pub fn translate(spec: &Spec, bundle: &Path) -> Result<Launch> {
     }
     let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("the spec has no process".into()))?;
     let args = process.args().clone().unwrap_or_default();
-    let first = args.first().filter(|a| !a.is_empty()).ok_or_else(|| {
-        Error::InvalidSpec("the process has no args: args[0] must name the wasm module inside the image".into())
-    })?;
-    let (file, export) = match first.split_once('#') {
-        Some((f, e)) if !e.is_empty() => (f.to_string(), Some(e.to_string())),
-        Some((f, _)) => (f.to_string(), None),
-        None => (first.clone(), None),
+    let first = args.first().filter(|a| !a.is_empty());
+    let (file, export) = match first.map(|a| a.split_once('#')) {
+        Some(Some((f, e))) => (f.to_string(), (!e.is_empty()).then(|| e.to_string())),
+        Some(None) => (first.cloned().unwrap_or_default(), None),
+        None => (String::new(), None),
     };
 
     let root = spec.root().as_ref().ok_or_else(|| Error::InvalidSpec("the spec has no root".into()))?;
     let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
-    let module = resolve_in(&rootfs, &file)?;
+    // A compat image: the module is a file of the rootfs. A wasm-layer image: the rootfs is empty and the
+    // module is the image's layer, from containerd's content store.
+    let in_rootfs = if file.is_empty() { None } else { resolve_in(&rootfs, &file)? };
+    let (module, argv0) = match in_rootfs {
+        Some(m) => (m, file.clone()),
+        None => match layer((!file.is_empty()).then_some(file.as_str()))? {
+            Some((m, title)) => (m, if file.is_empty() { title } else { file.clone() }),
+            None if file.is_empty() => {
+                return Err(Error::InvalidSpec("the process has no args: args[0] must name the wasm module inside the image".into()));
+            }
+            None => return Err(Error::InvalidSpec(format!("{file}: no such file in the image"))),
+        },
+    };
 
     let mut policy = SandboxPolicy::default();
-    policy.args = std::iter::once(file.clone()).chain(args.into_iter().skip(1)).collect();
+    policy.args = std::iter::once(argv0).chain(args.into_iter().skip(1)).collect();
     let mut http_addr = DEFAULT_HTTP_ADDR.to_string();
     for kv in process.env().iter().flatten() {
         let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
@@ -91,7 +105,9 @@ pub fn translate(spec: &Spec, bundle: &Path) -> Result<Launch> {
         .parse()
         .map_err(|e| Error::InvalidSpec(format!("{HTTP_ADDR_ENV}={http_addr}: not an address (ip:port): {e}")))?;
 
-    policy.mounts.push(Mount { host: rootfs.clone(), guest: "/".into(), read_only: root.readonly().unwrap_or(false) });
+    if rootfs.is_dir() {
+        policy.mounts.push(Mount { host: rootfs.clone(), guest: "/".into(), read_only: root.readonly().unwrap_or(false) });
+    }
     for m in spec.mounts().iter().flatten() {
         let typ = m.typ().as_deref().unwrap_or("");
         let options = m.options().clone().unwrap_or_default();
@@ -117,8 +133,9 @@ pub fn translate(spec: &Spec, bundle: &Path) -> Result<Launch> {
     Ok(Launch { module, export, policy, http_addr, netns, pause: false })
 }
 
-/// `name` (args[0]) inside `rootfs`, refusing any path that leaves it (`..`, or a symlink pointing out).
-fn resolve_in(rootfs: &Path, name: &str) -> Result<PathBuf> {
+/// `name` (args[0]) inside `rootfs`, refusing any path that leaves it (`..`, or a symlink pointing out);
+/// `None` when there is no such file (or no rootfs at all: a wasm-layer image's container may have none).
+fn resolve_in(rootfs: &Path, name: &str) -> Result<Option<PathBuf>> {
     let rel = Path::new(name);
     if rel.components().any(|c| matches!(c, Component::ParentDir)) {
         return Err(Error::InvalidSpec(format!("{name}: the module path must not contain ..")));
@@ -127,22 +144,23 @@ fn resolve_in(rootfs: &Path, name: &str) -> Result<PathBuf> {
     if rel.as_os_str().is_empty() {
         return Err(Error::InvalidSpec(format!("{name:?}: args[0] must name the wasm module inside the image")));
     }
-    let root = rootfs.canonicalize().map_err(Error::io(format!("the container's rootfs {}", rootfs.display())))?;
-    let path = root.join(&rel);
-    let real = path.canonicalize().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::InvalidSpec(format!("{name}: no such file in the image"))
-        } else {
-            Error::Io { context: format!("cannot open {name} in the image"), source: e }
-        }
-    })?;
+    let root = match rootfs.canonicalize() {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::Io { context: format!("the container's rootfs {}", rootfs.display()), source: e }),
+    };
+    let real = match root.join(&rel).canonicalize() {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::Io { context: format!("cannot open {name} in the image"), source: e }),
+    };
     if !real.starts_with(&root) {
         return Err(Error::InvalidSpec(format!("{name}: resolves outside the image's rootfs")));
     }
     if !real.is_file() {
         return Err(Error::InvalidSpec(format!("{name}: not a file")));
     }
-    Ok(real)
+    Ok(Some(real))
 }
 
 #[cfg(test)]
@@ -156,6 +174,11 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
         dir
+    }
+
+    /// A compat image's container: no wasm layer to fall back on.
+    fn plain(bundle: &Path) -> Result<Launch> {
+        load(bundle, &mut |_| Ok(None))
     }
 
     fn config(args: &[&str], extra: serde_json::Value) -> serde_json::Value {
@@ -185,7 +208,7 @@ mod tests {
         c["mounts"] = mounts;
         std::fs::write(b.path().join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
 
-        let l = load(b.path()).unwrap();
+        let l = plain(b.path()).unwrap();
         assert_eq!(l.module, b.path().join("rootfs/app/hello.wasm").canonicalize().unwrap());
         assert_eq!(l.policy.args, ["/app/hello.wasm", "x"]);
         assert_eq!(l.policy.env, [("PATH".to_string(), "/bin".to_string()), ("GREETING".to_string(), "hi".to_string())]);
@@ -201,39 +224,65 @@ mod tests {
     fn a_malformed_spec_is_one_clear_error() {
         let mut c = config(&["/app/hello.wasm"], serde_json::json!({}));
         c["process"].as_object_mut().unwrap().remove("user");
-        let e = load(bundle(c).path()).unwrap_err().to_string();
+        let e = plain(bundle(c).path()).unwrap_err().to_string();
         assert!(e.contains("not an OCI runtime spec: missing field `user`"), "{e}");
     }
 
     #[test]
     fn module_paths_must_stay_in_the_rootfs() {
         let b = bundle(config(&["../config.json"], serde_json::json!({})));
-        assert!(load(b.path()).unwrap_err().to_string().contains("must not contain .."));
+        assert!(plain(b.path()).unwrap_err().to_string().contains("must not contain .."));
         let b = bundle(config(&["/app/missing.wasm"], serde_json::json!({})));
-        assert_eq!(load(b.path()).unwrap_err().to_string(), "/app/missing.wasm: no such file in the image");
+        assert_eq!(plain(b.path()).unwrap_err().to_string(), "/app/missing.wasm: no such file in the image");
         let b = bundle(config(&["/app/escape.wasm"], serde_json::json!({})));
         std::os::unix::fs::symlink("/etc/hostname", b.path().join("rootfs/app/escape.wasm")).unwrap();
-        assert!(load(b.path()).unwrap_err().to_string().contains("outside the image's rootfs"));
+        assert!(plain(b.path()).unwrap_err().to_string().contains("outside the image's rootfs"));
         let b = bundle(config(&[], serde_json::json!({})));
-        assert!(load(b.path()).unwrap_err().to_string().contains("args[0] must name the wasm module"));
+        assert!(plain(b.path()).unwrap_err().to_string().contains("args[0] must name the wasm module"));
     }
 
     #[test]
     fn export_suffix_http_address_and_pause_containers() {
         let b = bundle(config(&["/app/hello.wasm#run"], serde_json::json!({})));
-        let l = load(b.path()).unwrap();
+        let l = plain(b.path()).unwrap();
         assert_eq!(l.export.as_deref(), Some("run"));
         assert_eq!(l.policy.args[0], "/app/hello.wasm");
 
         let mut c = config(&["/app/hello.wasm"], serde_json::json!({}));
         c["process"]["env"] = serde_json::json!(["WASMCELL_HTTP_ADDR=127.0.0.1:9999"]);
         let b = bundle(c);
-        assert_eq!(load(b.path()).unwrap().http_addr.to_string(), "127.0.0.1:9999");
+        assert_eq!(plain(b.path()).unwrap().http_addr.to_string(), "127.0.0.1:9999");
         let mut c = config(&["/app/hello.wasm"], serde_json::json!({}));
         c["process"]["env"] = serde_json::json!(["WASMCELL_HTTP_ADDR=nope"]);
-        assert!(load(bundle(c).path()).unwrap_err().to_string().starts_with("WASMCELL_HTTP_ADDR=nope: not an address"));
+        assert!(plain(bundle(c).path()).unwrap_err().to_string().starts_with("WASMCELL_HTTP_ADDR=nope: not an address"));
 
         let b = bundle(config(&["/pause"], serde_json::json!({"annotations": {"io.kubernetes.cri.container-type": "sandbox"}})));
-        assert!(load(b.path()).unwrap().pause);
+        assert!(plain(b.path()).unwrap().pause);
+    }
+
+    #[test]
+    fn a_wasm_layer_stands_in_for_a_module_missing_from_the_rootfs() {
+        let b = bundle(config(&[], serde_json::json!({})));
+        std::fs::remove_dir_all(b.path().join("rootfs")).unwrap();
+        let layer = b.path().join("abc.wasm");
+        let mut asked = Vec::new();
+        let mut source = |name: Option<&str>| {
+            asked.push(name.map(str::to_string));
+            Ok(Some((layer.clone(), "app.wasm".to_string())))
+        };
+        let l = load(b.path(), &mut source).unwrap();
+        assert_eq!(l.module, layer);
+        assert_eq!(l.policy.args, ["app.wasm"], "argv[0] is the layer's title when the spec has no args");
+        assert!(l.policy.mounts.is_empty(), "no rootfs, no / mount: {:?}", l.policy.mounts);
+
+        let b = bundle(config(&["other.wasm#run", "x"], serde_json::json!({})));
+        let l = load(b.path(), &mut source).unwrap();
+        assert_eq!((l.policy.args.as_slice(), l.export.as_deref()), (&["other.wasm".to_string(), "x".to_string()][..], Some("run")));
+        assert_eq!(asked, [None, Some("other.wasm".to_string())]);
+
+        // A file of the rootfs wins: the content store is not asked.
+        let b = bundle(config(&["/app/hello.wasm"], serde_json::json!({})));
+        let l = load(b.path(), &mut |_| panic!("asked for a layer")).unwrap();
+        assert!(l.module.ends_with("rootfs/app/hello.wasm"));
     }
 }

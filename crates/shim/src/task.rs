@@ -32,6 +32,8 @@ pub struct TaskService {
     pub(crate) exit: Arc<ExitSignal>,
     pub(crate) namespace: String,
     pub(crate) publisher: Option<Arc<Mutex<RemotePublisher>>>,
+    /// containerd's gRPC socket (`-address`): the content store of wasm-layer images.
+    address: String,
     containers: Arc<Mutex<HashMap<String, Arc<Container>>>>,
 }
 
@@ -59,13 +61,24 @@ enum State {
 }
 
 impl TaskService {
-    pub fn new(exit: Arc<ExitSignal>, namespace: String, publisher: Option<RemotePublisher>) -> TaskService {
+    pub fn new(exit: Arc<ExitSignal>, namespace: String, address: String, publisher: Option<RemotePublisher>) -> TaskService {
         TaskService {
             exit,
             namespace,
+            address,
             publisher: publisher.map(|p| Arc::new(Mutex::new(p))),
             containers: Arc::default(),
         }
+    }
+
+    /// The wasm layer of container `id`'s image, from containerd's content store into the bundle (a
+    /// wasm-layer image's container has nothing in its rootfs).
+    fn wasm_layer(&self, id: &str, name: Option<&str>, bundle: &Path) -> Result<Option<(PathBuf, String)>> {
+        if self.address.is_empty() {
+            return Ok(None);
+        }
+        let client = crate::containerd::Client::connect(&self.address, &self.namespace)?;
+        crate::containerd::wasm_layer(&client, id, name, bundle)
     }
 
     fn get(&self, id: &str) -> Result<Arc<Container>> {
@@ -104,7 +117,8 @@ impl TaskService {
                 }
             }
         }
-        let launch = match spec::load(&bundle) {
+        let mut layer = |name: Option<&str>| self.wasm_layer(&req.id, name, &bundle);
+        let launch = match spec::load(&bundle, &mut layer) {
             Ok(l) => l,
             Err(e) => {
                 if let Some(t) = &rootfs_mounted {

@@ -14,6 +14,7 @@ use crate::images::layout::{self, Layout};
 use crate::services::containerd::{Containerd, pids_referencing};
 use crate::services::{check as ok, free_port, wait_for};
 use crate::{Cell, guests, scratch};
+use wasmcell_shim::containerd::{Client, SPEC_TYPE_URL, api};
 
 const RUNTIME: &str = "io.containerd.wasmcell.v1";
 const IMAGE: &str = "localhost/wasmcell-test/apps:1";
@@ -158,6 +159,82 @@ fn shim_runs_a_module_and_a_component_with_their_output_and_exit_code() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("/app/nope.wasm: no such file in the image"), "{}", text(&out.stderr));
     let _ = s.containerd.ctr(&["containers", "rm", "missing"]);
+    s.assert_nothing_left();
+}
+
+/// A minimal OCI runtime spec, as CRI would write for a wasm container (CRI adds mounts and namespaces
+/// the shim ignores).
+fn runtime_spec(args: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "ociVersion": "1.0.2",
+        "process": {"args": args, "env": ["PATH=/usr/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"},
+        "linux": {},
+    }))
+    .unwrap()
+}
+
+/// The CNCF Wasm artifact (config `application/vnd.wasm.config.v0+json`, one `application/wasm` layer),
+/// pushed by `wasmcell push`, saved by `wasmcell save` and imported into containerd's content store. ctr
+/// cannot run it (containerd 1.6 cannot unpack the layer), so the test does what CRI does: a container
+/// record naming the image with no snapshot, over containerd's gRPC API, then `ctr task start`.
+#[test]
+fn shim_runs_a_wasm_layer_image_from_containerds_content_store() {
+    let s = setup();
+    let registry = crate::services::registry::Registry::start();
+    let cell = Cell::new();
+    let hello = format!("{}/team/hello:1", registry.addr());
+    let exit = format!("{}/team/exit:1", registry.addr());
+    cell.run(&["push", guests::HELLO_C, &hello]).expect_ok();
+    cell.run(&["push", guests::EXIT_C, &exit]).expect_ok();
+    let dir = scratch();
+    let tar = dir.path().join("artifacts.tar");
+    cell.run(&["save", "-o", tar.to_str().unwrap(), &hello, &exit]).expect_ok();
+    ok("ctr images import", s.containerd.ctr(&["images", "import", "--all-platforms", "--no-unpack", tar.to_str().unwrap()]));
+
+    // Why the shim reads the content store: ctr's own run fails before any shim is called.
+    let out = s.containerd.ctr(&["run", "--rm", "--fifo-dir", &s.fifo_dir(), "--runtime", RUNTIME, &hello, "via-ctr"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("mismatched image rootfs and manifest layers"), "{}", text(&out.stderr));
+
+    let client = Client::connect(&s.containerd.socket().to_string_lossy(), s.containerd.namespace()).unwrap();
+    let create = |id: &str, image: &str, args: &[&str]| {
+        let container = api::Container {
+            id: id.to_string(),
+            image: image.to_string(),
+            runtime: Some(api::Runtime { name: RUNTIME.to_string(), options: None }),
+            spec: Some(api::Any { type_url: SPEC_TYPE_URL.to_string(), value: runtime_spec(args) }),
+            ..Default::default()
+        };
+        client.create_container(container).unwrap();
+    };
+    let start = |id: &str| s.containerd.ctr(&["task", "start", "--fifo-dir", &s.fifo_dir(), id]);
+
+    // No args: the layer is the module, its title argv[0].
+    create("artifact-hello", &hello, &[]);
+    let out = ok("ctr task start artifact-hello", start("artifact-hello"));
+    assert_eq!(text(&out.stdout), "hello from C\n");
+
+    // Args as a pod's command gives them: the guest's exit code reaches ctr.
+    create("artifact-exit", &exit, &["exit.wasm", "7"]);
+    let out = start("artifact-exit");
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+
+    // A compat image whose rootfs lacks args[0] still says so (no layer to fall back on).
+    create("compat-missing", IMAGE, &["/app/nope.wasm"]);
+    let out = start("compat-missing");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("/app/nope.wasm: no such file in the image"), "{}", text(&out.stderr));
+
+    // An image containerd does not have: one line naming it.
+    create("artifact-gone", "localhost/none/such:1", &[]);
+    let out = start("artifact-gone");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("containerd: image \"localhost/none/such:1\": not found"), "{}", text(&out.stderr));
+
+    for id in ["artifact-hello", "artifact-exit", "compat-missing", "artifact-gone"] {
+        let _ = s.containerd.ctr(&["task", "delete", id]);
+        client.delete_container(id).unwrap();
+    }
     s.assert_nothing_left();
 }
 

@@ -1,0 +1,325 @@
+//! containerd's own API, spoken back to the containerd that started the shim (gRPC on its `-address`
+//! socket, in the shim's namespace): the container's image → its manifest → its wasm layer, read from
+//! containerd's content store.
+//!
+//! This is how wasm-layer images (the CNCF Wasm artifact: config `application/vnd.wasm.config.v0+json`,
+//! layer `application/wasm`) run: containerd 1.6 cannot unpack such a layer into a rootfs, so the
+//! container's rootfs is empty and the module comes from the content store instead. The layer is
+//! verified against its digest and written into the bundle directory (containerd's, removed with the
+//! container), from where the runtime loads it like any module.
+//!
+//! The messages of the calls used are declared here (field numbers from containerd's
+//! `api/services/{containers,images,content}/v1/*.proto`, which is the wire contract) and carried by
+//! tonic and prost: containerd-client would need protoc at build time for the same few messages.
+
+use std::path::{Path, PathBuf};
+
+use sha2::Digest as _;
+use tonic::codegen::http::uri::PathAndQuery;
+
+use crate::error::{Error, Result};
+
+/// The layer media types taken as a wasm module or component: the CNCF Wasm artifact's, and the two
+/// that wasm-to-oci and runwasi's images used before it.
+pub const WASM_LAYER_TYPES: &[&str] =
+    &["application/wasm", "application/vnd.wasm.content.layer.v1+wasm", "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"];
+
+/// A manifest or index larger than this is refused (they are a few hundred bytes).
+const MAX_MANIFEST: i64 = 4 << 20;
+/// A wasm layer larger than this is refused.
+const MAX_LAYER: i64 = 1 << 30;
+/// The annotation naming a layer's file (`org.opencontainers.image.title`).
+const TITLE: &str = "org.opencontainers.image.title";
+/// The gRPC header containerd reads the namespace from.
+const NAMESPACE_HEADER: &str = "containerd-namespace";
+/// The type URL containerd gives an OCI runtime spec carried in an `Any`.
+pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// containerd's messages, as much of them as the shim (and the tests that play CRI) use.
+pub mod api {
+    use std::collections::HashMap;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Any {
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Runtime {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(message, optional, tag = "2")]
+        pub options: Option<Any>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Container {
+        #[prost(string, tag = "1")]
+        pub id: String,
+        #[prost(map = "string, string", tag = "2")]
+        pub labels: HashMap<String, String>,
+        #[prost(string, tag = "3")]
+        pub image: String,
+        #[prost(message, optional, tag = "4")]
+        pub runtime: Option<Runtime>,
+        #[prost(message, optional, tag = "5")]
+        pub spec: Option<Any>,
+        #[prost(string, tag = "6")]
+        pub snapshotter: String,
+        #[prost(string, tag = "7")]
+        pub snapshot_key: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ContainerRequest {
+        #[prost(message, optional, tag = "1")]
+        pub container: Option<Container>,
+    }
+
+    /// `GetContainerRequest`, `DeleteContainerRequest`, `GetImageRequest`: one string, field 1.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ById {
+        #[prost(string, tag = "1")]
+        pub id: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Empty {}
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Descriptor {
+        #[prost(string, tag = "1")]
+        pub media_type: String,
+        #[prost(string, tag = "2")]
+        pub digest: String,
+        #[prost(int64, tag = "3")]
+        pub size: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Image {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(message, optional, tag = "3")]
+        pub target: Option<Descriptor>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ImageResponse {
+        #[prost(message, optional, tag = "1")]
+        pub image: Option<Image>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ReadContentRequest {
+        #[prost(string, tag = "1")]
+        pub digest: String,
+        #[prost(int64, tag = "2")]
+        pub offset: i64,
+        #[prost(int64, tag = "3")]
+        pub size: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ReadContentResponse {
+        #[prost(int64, tag = "1")]
+        pub offset: i64,
+        #[prost(bytes = "vec", tag = "2")]
+        pub data: Vec<u8>,
+    }
+}
+
+/// A connection to containerd's gRPC API in one namespace. Blocking: each call runs on the client's own
+/// single-threaded runtime (the shim's task service is synchronous).
+pub struct Client {
+    rt: tokio::runtime::Runtime,
+    channel: tonic::transport::Channel,
+    namespace: String,
+    address: String,
+}
+
+impl Client {
+    /// Connects to containerd's socket (`unix://` optional).
+    pub fn connect(address: &str, namespace: &str) -> Result<Client> {
+        let path = PathBuf::from(address.strip_prefix("unix://").unwrap_or(address));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::io("failed to start the async runtime"))?;
+        let fail = |e: tonic::transport::Error| Error::Containerd(format!("cannot connect to containerd at {}: {e}", path.display()));
+        // The URI is required by the API and unused: every connection goes to the socket.
+        let endpoint = tonic::transport::Endpoint::from_static("http://containerd").connect_timeout(std::time::Duration::from_secs(5));
+        let socket = path.clone();
+        let channel = rt
+            .block_on(endpoint.connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move { tokio::net::UnixStream::connect(socket).await.map(hyper_util::rt::TokioIo::new) }
+            })))
+            .map_err(fail)?;
+        Ok(Client { rt, channel, namespace: namespace.to_string(), address: path.display().to_string() })
+    }
+
+    fn request<M>(&self, message: M) -> Result<tonic::Request<M>> {
+        let mut request = tonic::Request::new(message);
+        let ns = self.namespace.parse().map_err(|_| Error::InvalidSpec(format!("{:?}: not a valid namespace", self.namespace)))?;
+        request.metadata_mut().insert(NAMESPACE_HEADER, ns);
+        request.set_timeout(std::time::Duration::from_secs(30));
+        Ok(request)
+    }
+
+    fn unary<Req, Resp>(&self, path: &'static str, message: Req) -> Result<Resp>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let request = self.request(message)?;
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        self.rt
+            .block_on(async move {
+                grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                grpc.unary(request, PathAndQuery::from_static(path), tonic_prost::ProstCodec::default()).await
+            })
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.status(path, s))
+    }
+
+    fn status(&self, path: &str, s: tonic::Status) -> Error {
+        let call = path.rsplit('/').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(".");
+        match s.code() {
+            // containerd's own words name what is missing: `image "NAME": not found`.
+            tonic::Code::NotFound => Error::Containerd(s.message().to_string()),
+            _ => Error::Containerd(format!("{call} at {}: {}", self.address, s.message())),
+        }
+    }
+
+    /// The container record (its image name, runtime, spec).
+    pub fn container(&self, id: &str) -> Result<api::Container> {
+        let resp: api::ContainerRequest = self.unary("/containerd.services.containers.v1.Containers/Get", api::ById { id: id.to_string() })?;
+        resp.container.ok_or_else(|| Error::Containerd(format!("containerd returned no container for {id}")))
+    }
+
+    /// Creates a container record: what CRI or ctr does before it creates a task.
+    pub fn create_container(&self, container: api::Container) -> Result<()> {
+        let _: api::ContainerRequest =
+            self.unary("/containerd.services.containers.v1.Containers/Create", api::ContainerRequest { container: Some(container) })?;
+        Ok(())
+    }
+
+    pub fn delete_container(&self, id: &str) -> Result<()> {
+        let _: api::Empty = self.unary("/containerd.services.containers.v1.Containers/Delete", api::ById { id: id.to_string() })?;
+        Ok(())
+    }
+
+    /// The image record (its target descriptor).
+    pub fn image(&self, name: &str) -> Result<api::Image> {
+        let resp: api::ImageResponse = self.unary("/containerd.services.images.v1.Images/Get", api::ById { id: name.to_string() })?;
+        resp.image.ok_or_else(|| Error::Containerd(format!("containerd returned no image for {name}")))
+    }
+
+    /// A blob from the content store, whole, checked against the descriptor's size and digest.
+    pub fn read(&self, desc: &api::Descriptor, max: i64) -> Result<Vec<u8>> {
+        if desc.size < 0 || desc.size > max {
+            return Err(Error::InvalidSpec(format!("{} ({}): {} bytes, more than the {max} allowed", desc.digest, desc.media_type, desc.size)));
+        }
+        let path = "/containerd.services.content.v1.Content/Read";
+        let request = self.request(api::ReadContentRequest { digest: desc.digest.clone(), offset: 0, size: 0 })?;
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        let size = desc.size as usize;
+        let data = self
+            .rt
+            .block_on(async move {
+                grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                let mut stream = grpc
+                    .server_streaming::<_, api::ReadContentResponse, _>(request, PathAndQuery::from_static(path), tonic_prost::ProstCodec::default())
+                    .await?
+                    .into_inner();
+                let mut data = Vec::with_capacity(size);
+                while let Some(chunk) = stream.message().await? {
+                    if data.len() + chunk.data.len() > size {
+                        return Err(tonic::Status::data_loss("more data than the descriptor's size"));
+                    }
+                    data.extend_from_slice(&chunk.data);
+                }
+                Ok(data)
+            })
+            .map_err(|s| self.status(path, s))?;
+        verify(desc, &data)?;
+        Ok(data)
+    }
+}
+
+fn verify(desc: &api::Descriptor, data: &[u8]) -> Result<()> {
+    let Some(hex) = desc.digest.strip_prefix("sha256:") else {
+        return Err(Error::InvalidSpec(format!("{}: only sha256 digests are supported", desc.digest)));
+    };
+    if data.len() as i64 != desc.size || hex::encode(sha2::Sha256::digest(data)) != hex {
+        return Err(Error::Containerd(format!("{}: the content store's data does not match its digest", desc.digest)));
+    }
+    Ok(())
+}
+
+/// The wasm layer of container `id`'s image, written into `dir` (the bundle). `Ok(None)` when the
+/// container has no image or its image has no wasm layer (a compat image: the module is in the rootfs).
+/// `name` (args[0]) picks among several wasm layers by their title annotation. Also returns the name the
+/// guest knows the module by (argv[0] when the spec gives no args): the layer's title, else the image.
+pub fn wasm_layer(client: &Client, id: &str, name: Option<&str>, dir: &Path) -> Result<Option<(PathBuf, String)>> {
+    let container = client.container(id)?;
+    if container.image.is_empty() {
+        return Ok(None);
+    }
+    let image = client.image(&container.image)?;
+    let target = image.target.ok_or_else(|| Error::Containerd(format!("{}: the image has no target", container.image)))?;
+    let manifest = manifest(client, &container.image, target)?;
+    let layers: Vec<_> = manifest.layers().iter().filter(|l| WASM_LAYER_TYPES.contains(&l.media_type().to_string().as_str())).collect();
+    let title = |l: &oci_spec::image::Descriptor| l.annotations().as_ref().and_then(|a| a.get(TITLE)).cloned();
+    let layer = match layers.as_slice() {
+        [] => return Ok(None),
+        [one] => *one,
+        several => {
+            let wanted = name.map(|n| n.trim_start_matches('/'));
+            let found = several.iter().find(|l| title(l).is_some_and(|t| Some(t.trim_start_matches('/')) == wanted));
+            *found.ok_or_else(|| {
+                let titles: Vec<_> = several.iter().filter_map(|l| title(l)).collect();
+                Error::InvalidSpec(format!(
+                    "{}: {} wasm layers; args[0] must name one of them ({})",
+                    container.image,
+                    several.len(),
+                    titles.join(", ")
+                ))
+            })?
+        }
+    };
+    let desc = api::Descriptor { media_type: layer.media_type().to_string(), digest: layer.digest().to_string(), size: layer.size() as i64 };
+    let bytes = client.read(&desc, MAX_LAYER)?;
+    let hex = desc.digest.trim_start_matches("sha256:");
+    let path = dir.join(format!("{hex}.wasm"));
+    wasmcell_fsutil::atomic_write(&path, &bytes).map_err(Error::io(format!("cannot write {}", path.display())))?;
+    Ok(Some((path, title(layer).unwrap_or(container.image))))
+}
+
+/// The image manifest `target` names, through an index (the entry for wasm, else the only one).
+fn manifest(client: &Client, image: &str, target: api::Descriptor) -> Result<oci_spec::image::ImageManifest> {
+    let parse_err = |what: &str, e: serde_json::Error| Error::InvalidSpec(format!("{image}: the {what} is not valid: {e}"));
+    let mut desc = target;
+    if is_index(&desc.media_type) {
+        let bytes = client.read(&desc, MAX_MANIFEST)?;
+        let index: oci_spec::image::ImageIndex = serde_json::from_slice(&bytes).map_err(|e| parse_err("index", e))?;
+        let entries = index.manifests();
+        let wasm = entries.iter().find(|m| m.platform().as_ref().is_some_and(|p| p.architecture().to_string() == "wasm"));
+        let entry = match (wasm, entries.as_slice()) {
+            (Some(m), _) => m,
+            (None, [only]) => only,
+            _ => return Err(Error::InvalidSpec(format!("{image}: the index has no wasm manifest (architecture wasm)"))),
+        };
+        desc = api::Descriptor { media_type: entry.media_type().to_string(), digest: entry.digest().to_string(), size: entry.size() as i64 };
+    }
+    let bytes = client.read(&desc, MAX_MANIFEST)?;
+    serde_json::from_slice(&bytes).map_err(|e| parse_err("manifest", e))
+}
+
+fn is_index(media_type: &str) -> bool {
+    media_type == "application/vnd.oci.image.index.v1+json" || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
