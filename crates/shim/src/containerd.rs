@@ -170,7 +170,8 @@ impl Client {
         Ok(request)
     }
 
-    fn unary<Req, Resp>(&self, path: &'static str, message: Req) -> Result<Resp>
+    /// One unary call of containerd's API (`/package.Service/Method`), e.g. CRI's on the same socket.
+    pub fn unary<Req, Resp>(&self, path: &'static str, message: Req) -> Result<Resp>
     where
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,

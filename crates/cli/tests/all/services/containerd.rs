@@ -64,6 +64,11 @@ impl Containerd {
         Containerd::start_configured(&[], &[], Some(cri_config))
     }
 
+    /// containerd with its CRI plugin and `cri_config`, `dirs` in front of its PATH and `env` added.
+    pub fn start_with_cri_and_env(cri_config: &str, dirs: &[&Path], env: &[(&str, &OsStr)]) -> Containerd {
+        Containerd::start_configured(dirs, env, Some(cri_config))
+    }
+
     fn start_configured(dirs: &[&Path], env: &[(&str, &OsStr)], cri: Option<&str>) -> Containerd {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let namespace = format!("wasmcell-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
@@ -213,6 +218,19 @@ disabled_plugins = [{disabled_cri}
         let mut c = Command::new(CTR);
         c.arg("--address").arg(self.socket()).arg("-n").arg(&self.namespace).stdin(Stdio::null());
         c
+    }
+
+    /// Runs `ctr --address SOCK -n NAMESPACE ARGS` in another namespace (CRI's is `k8s.io`).
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Output {
+        Command::new(CTR)
+            .arg("--address")
+            .arg(self.socket())
+            .arg("-n")
+            .arg(namespace)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("failed to run {CTR}: {e}"))
     }
 
     /// Runs `ctr --address SOCK -n NAMESPACE ARGS`.

@@ -16,6 +16,7 @@
 #![allow(dead_code)] // a toolbox for the end-to-end tests; not every helper is used by every build
 
 pub mod containerd;
+pub mod cri;
 pub mod redis;
 pub mod registry;
 pub mod token;
