@@ -52,6 +52,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    wasmcell_runtime::disable_transparent_huge_pages();
     init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -38,6 +38,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MEMORY: u64 = 128 << 20;
 
 fn main() -> Result<(), BoxError> {
+    // As the shipped binary does first thing.
+    wasmcell_runtime::disable_transparent_huge_pages();
     let mut args = std::env::args().skip(1);
     let path = args.next().ok_or("usage: instance-cost COMPONENT [N]")?;
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20_000);

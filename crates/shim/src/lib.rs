@@ -54,13 +54,8 @@ const TASK_V2: &str = "/containerd.task.v2.Task/";
 /// nor call. So this drives the crate's parts itself: `start` answers with the bare socket address (what
 /// containerd 1.6, 1.7 and 2.0-2.2 all accept) and the task service answers under both names.
 pub fn main() {
-    // No transparent huge pages for this process: the allocator asks for them on its arenas, and each
-    // first touch then faults in 2 MiB. Measured on a shim running one guest: 12.7 MiB of anonymous
-    // memory with them, 1.5 MiB without (bench/shim). Memory per container is what a node's density is.
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
+    // Memory per container is a node's density (see the function for the numbers).
+    wasmcell_runtime::disable_transparent_huge_pages();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let result = containerd_shim::parse(&args).and_then(|flags| {
         if flags.version {
