@@ -14,22 +14,20 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::Digest as _;
 use tonic::codegen::http::uri::PathAndQuery;
+use wasmcell_oci::Digest;
+use wasmcell_oci::image::{COMPONENT_LAYER, Content, TITLE_ANNOTATION, WASM_LAYER, choose_platform};
 
 use crate::error::{Error, Result};
 
-/// The layer media types taken as a wasm module or component: the CNCF Wasm artifact's, and the two
-/// that wasm-to-oci and runwasi's images used before it.
-pub const WASM_LAYER_TYPES: &[&str] =
-    &["application/wasm", "application/vnd.wasm.content.layer.v1+wasm", "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"];
+/// The layer media types taken as a wasm module or component: the CNCF Wasm artifact's and runwasi's
+/// (the ones `wasmcell run` reads, from wasmcell-oci), and wasm-to-oci's older one.
+pub const WASM_LAYER_TYPES: &[&str] = &[WASM_LAYER, COMPONENT_LAYER, "application/vnd.wasm.content.layer.v1+wasm"];
 
 /// A manifest or index larger than this is refused (they are a few hundred bytes).
 const MAX_MANIFEST: i64 = 4 << 20;
 /// A wasm layer larger than this is refused.
 const MAX_LAYER: i64 = 1 << 30;
-/// The annotation naming a layer's file (`org.opencontainers.image.title`).
-const TITLE: &str = "org.opencontainers.image.title";
 /// The gRPC header containerd reads the namespace from.
 const NAMESPACE_HEADER: &str = "containerd-namespace";
 /// The type URL containerd gives an OCI runtime spec carried in an `Any`.
@@ -253,10 +251,8 @@ impl Client {
 }
 
 fn verify(desc: &api::Descriptor, data: &[u8]) -> Result<()> {
-    let Some(hex) = desc.digest.strip_prefix("sha256:") else {
-        return Err(Error::InvalidSpec(format!("{}: only sha256 digests are supported", desc.digest)));
-    };
-    if data.len() as i64 != desc.size || hex::encode(sha2::Sha256::digest(data)) != hex {
+    let digest: Digest = desc.digest.parse().map_err(|e| Error::InvalidSpec(format!("{e}")))?;
+    if data.len() as i64 != desc.size || Digest::of(data) != digest {
         return Err(Error::Containerd(format!("{}: the content store's data does not match its digest", desc.digest)));
     }
     Ok(())
@@ -274,8 +270,8 @@ pub fn wasm_layer(client: &Client, id: &str, name: Option<&str>, dir: &Path) -> 
     let image = client.image(&container.image)?;
     let target = image.target.ok_or_else(|| Error::Containerd(format!("{}: the image has no target", container.image)))?;
     let manifest = manifest(client, &container.image, target)?;
-    let layers: Vec<_> = manifest.layers().iter().filter(|l| WASM_LAYER_TYPES.contains(&l.media_type().to_string().as_str())).collect();
-    let title = |l: &oci_spec::image::Descriptor| l.annotations().as_ref().and_then(|a| a.get(TITLE)).cloned();
+    let layers: Vec<_> = manifest.layers.iter().filter(|l| WASM_LAYER_TYPES.contains(&l.media_type.as_str())).collect();
+    let title = |l: &wasmcell_oci::image::Descriptor| l.annotations.get(TITLE_ANNOTATION).cloned();
     let layer = match layers.as_slice() {
         [] => return Ok(None),
         [one] => *one,
@@ -293,7 +289,7 @@ pub fn wasm_layer(client: &Client, id: &str, name: Option<&str>, dir: &Path) -> 
             })?
         }
     };
-    let desc = api::Descriptor { media_type: layer.media_type().to_string(), digest: layer.digest().to_string(), size: layer.size() as i64 };
+    let desc = descriptor(layer);
     let bytes = client.read(&desc, MAX_LAYER)?;
     let hex = desc.digest.trim_start_matches("sha256:");
     let path = dir.join(format!("{hex}.wasm"));
@@ -301,26 +297,20 @@ pub fn wasm_layer(client: &Client, id: &str, name: Option<&str>, dir: &Path) -> 
     Ok(Some((path, title(layer).unwrap_or(container.image))))
 }
 
-/// The image manifest `target` names, through an index (the entry for wasm, else the only one).
-fn manifest(client: &Client, image: &str, target: api::Descriptor) -> Result<oci_spec::image::ImageManifest> {
-    let parse_err = |what: &str, e: serde_json::Error| Error::InvalidSpec(format!("{image}: the {what} is not valid: {e}"));
-    let mut desc = target;
-    if is_index(&desc.media_type) {
-        let bytes = client.read(&desc, MAX_MANIFEST)?;
-        let index: oci_spec::image::ImageIndex = serde_json::from_slice(&bytes).map_err(|e| parse_err("index", e))?;
-        let entries = index.manifests();
-        let wasm = entries.iter().find(|m| m.platform().as_ref().is_some_and(|p| p.architecture().to_string() == "wasm"));
-        let entry = match (wasm, entries.as_slice()) {
-            (Some(m), _) => m,
-            (None, [only]) => only,
-            _ => return Err(Error::InvalidSpec(format!("{image}: the index has no wasm manifest (architecture wasm)"))),
-        };
-        desc = api::Descriptor { media_type: entry.media_type().to_string(), digest: entry.digest().to_string(), size: entry.size() as i64 };
+/// The image manifest `target` names, through an index (its wasm platform's entry, chosen as
+/// `wasmcell run` chooses it).
+fn manifest(client: &Client, image: &str, target: api::Descriptor) -> Result<wasmcell_oci::image::Manifest> {
+    let invalid = |e: wasmcell_oci::Error| Error::InvalidSpec(format!("{image}: {e}"));
+    let parse = |desc: &api::Descriptor| Content::parse(&client.read(desc, MAX_MANIFEST)?, Some(&desc.media_type)).map_err(invalid);
+    match parse(&target)? {
+        Content::Manifest(m) => Ok(m),
+        Content::Index(index) => match parse(&descriptor(choose_platform(&index).map_err(invalid)?))? {
+            Content::Manifest(m) => Ok(m),
+            Content::Index(_) => Err(Error::InvalidSpec(format!("{image}: an index inside an index"))),
+        },
     }
-    let bytes = client.read(&desc, MAX_MANIFEST)?;
-    serde_json::from_slice(&bytes).map_err(|e| parse_err("manifest", e))
 }
 
-fn is_index(media_type: &str) -> bool {
-    media_type == "application/vnd.oci.image.index.v1+json" || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+fn descriptor(d: &wasmcell_oci::image::Descriptor) -> api::Descriptor {
+    api::Descriptor { media_type: d.media_type.clone(), digest: d.digest.to_string(), size: d.size as i64 }
 }
