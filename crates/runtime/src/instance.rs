@@ -67,11 +67,16 @@ enum State {
     Taken,
 }
 
+/// Run first on every thread a started guest runs on (its own, and its event loop's blocking-pool
+/// threads): the containerd shim puts them in the container's cgroup with it.
+pub type ThreadHook = Arc<dyn Fn() + Send + Sync>;
+
 /// One sandboxed instance of a program.
 pub struct Instance {
     state: State,
     stop: StopSignal,
     timeout: Option<Duration>,
+    on_thread: Option<ThreadHook>,
 }
 
 impl Instance {
@@ -84,7 +89,12 @@ impl Instance {
     ) -> Result<Instance> {
         let stop = StopSignal::new(interrupt);
         let guest = program.create(policy, stdio, stop.clone())?;
-        Ok(Instance { state: State::Created(guest), stop, timeout: policy.limits.timeout })
+        Ok(Instance { state: State::Created(guest), stop, timeout: policy.limits.timeout, on_thread: None })
+    }
+
+    /// Runs `hook` first on each thread the guest will run on (see [`ThreadHook`]).
+    pub fn on_thread(&mut self, hook: ThreadHook) {
+        self.on_thread = Some(hook);
     }
 
     pub fn kill_handle(&self) -> KillHandle {
@@ -102,10 +112,10 @@ impl Instance {
             return Err(Error::Config("instance already started".into()));
         }
         let State::Created(guest) = std::mem::replace(&mut self.state, State::Taken) else { unreachable!() };
-        let (stop, timeout) = (self.stop.clone(), self.timeout);
+        let (stop, timeout, hook) = (self.stop.clone(), self.timeout, self.on_thread.clone());
         let handle = std::thread::Builder::new()
             .name("wasmcell-guest".into())
-            .spawn(move || drive(guest, stop, timeout))
+            .spawn(move || drive(guest, stop, timeout, hook))
             .map_err(Error::io("failed to spawn the guest thread"))?;
         self.state = State::Running(handle);
         Ok(())
@@ -115,7 +125,7 @@ impl Instance {
     /// thread of its own).
     pub fn run(mut self) -> Result<ExitStatus> {
         match std::mem::replace(&mut self.state, State::Taken) {
-            State::Created(guest) => drive(guest, self.stop.clone(), self.timeout),
+            State::Created(guest) => drive(guest, self.stop.clone(), self.timeout, self.on_thread.clone()),
             _ => Err(Error::Config("instance already started".into())),
         }
     }
@@ -145,9 +155,14 @@ impl Instance {
     }
 }
 
-fn drive(guest: Box<dyn Guest>, stop: StopSignal, timeout: Option<Duration>) -> Result<ExitStatus> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+fn drive(guest: Box<dyn Guest>, stop: StopSignal, timeout: Option<Duration>, hook: Option<ThreadHook>) -> Result<ExitStatus> {
+    let mut rt = tokio::runtime::Builder::new_current_thread();
+    rt.enable_all();
+    if let Some(hook) = hook {
+        hook();
+        rt.on_thread_start(move || hook());
+    }
+    let rt = rt
         .build()
         .map_err(Error::io("failed to start the guest's event loop"))?;
     // The watchdog sleeps until the deadline or until the guest ends (its sender is dropped).

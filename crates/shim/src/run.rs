@@ -14,7 +14,7 @@ use wasmcell_runtime::cache::Cache;
 use wasmcell_runtime::engine::{EngineOptions, PoolOptions};
 use wasmcell_runtime::home::Home;
 use wasmcell_runtime::inspect::{self, Input, WasmKind};
-use wasmcell_runtime::instance::KillHandle;
+use wasmcell_runtime::instance::{KillHandle, ThreadHook};
 use wasmcell_runtime::{Engine, Instance, Stdio, StdioSpec, WasmtimeEngine};
 use wasmcell_serve::{App, Config, Metrics, Server};
 
@@ -66,8 +66,9 @@ impl Running {
     }
 }
 
-/// Starts the guest; `done(code)` is called once, on another thread, when it ends.
-pub fn start(launch: Launch, io: Io, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+/// Starts the guest; `done(code)` is called once, on another thread, when it ends. `on_thread` runs
+/// first on every thread the guest runs on (the container's cgroup).
+pub fn start(launch: Launch, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
     if launch.pause {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
@@ -82,14 +83,18 @@ pub fn start(launch: Launch, io: Io, done: impl FnOnce(i32) + Send + 'static) ->
     let input = Input::read(&launch.module)?;
     let http = input.kind()? == WasmKind::Component
         && inspect::inspect(&input.bytes)?.exports.iter().any(|e| e.name.starts_with("wasi:http/incoming-handler@"));
-    if http && launch.export.is_none() { start_http(launch, input, io, done) } else { start_command(launch, input, io, done) }
+    if http && launch.export.is_none() {
+        start_http(launch, input, io, on_thread, done)
+    } else {
+        start_command(launch, input, io, on_thread, done)
+    }
 }
 
 fn cache() -> Option<Cache> {
     Some(Cache::new(Home::from_env().compiled_cache()))
 }
 
-fn start_command(launch: Launch, input: Input, io: Io, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+fn start_command(launch: Launch, input: Input, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
     let engine = WasmtimeEngine::new(EngineOptions {
         cache: cache(),
         max_stack: launch.policy.limits.max_stack,
@@ -106,6 +111,9 @@ fn start_command(launch: Launch, input: Input, io: Io, done: impl FnOnce(i32) + 
     let wasmtime = engine.wasmtime().clone();
     let mut instance = Instance::create(&program, move || wasmtime.increment_epoch(), &launch.policy, &stdio)?;
     let handle = instance.kill_handle();
+    if let Some(hook) = on_thread {
+        instance.on_thread(hook);
+    }
     instance.start()?;
     let stderr = io.stderr;
     std::thread::Builder::new()
@@ -131,7 +139,7 @@ fn start_command(launch: Launch, input: Input, io: Io, done: impl FnOnce(i32) + 
     Ok(Running::Command(handle))
 }
 
-fn start_http(launch: Launch, input: Input, io: Io, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+fn start_http(launch: Launch, input: Input, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
     // The pod's memory limit is the pool: instances of the per-instance cap that fit in it.
     let (cap, instances) = match launch.policy.limits.memory {
         Some(limit) => {
@@ -150,7 +158,8 @@ fn start_http(launch: Launch, input: Input, io: Io, done: impl FnOnce(i32) + Sen
         pooling: Some(PoolOptions { instances: instances as u32, max_memory: cap }),
     })?;
     let handler = engine.load_http(&input)?;
-    let config = Config { max_concurrency: instances as usize, threads: 1, drain_timeout: Duration::from_secs(10), ..Config::default() };
+    // Served on this container's own thread (below), so that every request runs where its cgroup is.
+    let config = Config { max_concurrency: instances as usize, threads: 0, drain_timeout: Duration::from_secs(10), ..Config::default() };
 
     // Epoch ticks make running guests yield, so per-request deadlines fire.
     engine
@@ -167,7 +176,13 @@ fn start_http(launch: Launch, input: Input, io: Io, done: impl FnOnce(i32) + Sen
         .name("wasmcell-serve".into())
         .spawn(move || {
             let engine = Arc::new(engine);
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let mut rt = tokio::runtime::Builder::new_current_thread();
+            rt.enable_all();
+            if let Some(hook) = on_thread {
+                hook();
+                rt.on_thread_start(move || hook());
+            }
+            let rt = match rt.build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = bound_tx.send(Err(Error::Io { context: "failed to start the async runtime".into(), source: e }));

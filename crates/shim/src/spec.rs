@@ -5,7 +5,8 @@
 //! Deny by default: the guest gets `process.args`, `process.env`, and the spec's bind mounts as preopened
 //! directories (read-only when the mount says `ro`), plus the container's rootfs at `/` (read-only when
 //! `root.readonly`). Kernel file systems (`proc`, `sysfs`, `devpts`, `mqueue`, `tmpfs`, `cgroup`, …) have no
-//! meaning for a wasm guest and are skipped. `linux.resources.memory.limit` becomes the memory cap.
+//! meaning for a wasm guest and are skipped. `linux.resources.memory.limit` becomes the memory cap;
+//! `linux.cgroupsPath` and `linux.resources.cpu` the cgroup the guest's threads join (see `cgroup`).
 
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -14,6 +15,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use wasmcell_runtime::SandboxPolicy;
 use wasmcell_runtime::policy::Mount;
 
+use crate::cgroup::{CgroupSpec, CpuLimits};
 use crate::error::{Error, Result};
 
 /// The environment variable a wasi:http component's listening address is taken from.
@@ -35,6 +37,8 @@ pub struct Launch {
     pub netns: Option<PathBuf>,
     /// A Kubernetes pod sandbox ("pause") container: nothing runs, it lives until killed.
     pub pause: bool,
+    /// The container's cgroup (`linux.cgroupsPath`) and the CPU limits to write into it.
+    pub cgroup: Option<CgroupSpec>,
 }
 
 /// The annotation CRI sets to `sandbox` on a pod's pause container.
@@ -64,7 +68,7 @@ pub fn translate(spec: &Spec, bundle: &Path, layer: LayerSource<'_>) -> Result<L
     if spec.annotations().as_ref().and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION)).is_some_and(|t| t == "sandbox") {
         // The pod's pause container (a native binary) holds nothing for a wasm pod: CRI made the netns.
         let http_addr = DEFAULT_HTTP_ADDR.parse().expect("valid default address");
-        return Ok(Launch { module: PathBuf::new(), export: None, policy: SandboxPolicy::default(), http_addr, netns, pause: true });
+        return Ok(Launch { module: PathBuf::new(), export: None, policy: SandboxPolicy::default(), http_addr, netns, pause: true, cgroup: None });
     }
     let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("the spec has no process".into()))?;
     let args = process.args().clone().unwrap_or_default();
@@ -130,7 +134,31 @@ pub fn translate(spec: &Spec, bundle: &Path, layer: LayerSource<'_>) -> Result<L
         }
     }
 
-    Ok(Launch { module, export, policy, http_addr, netns, pause: false })
+    Ok(Launch { module, export, policy, http_addr, netns, pause: false, cgroup: cgroup_of(spec) })
+}
+
+/// The cgroup `BUNDLE/config.json` asks for, if it can be read (clean-up after a dead shim).
+pub fn cgroup_in(bundle: &Path) -> Option<CgroupSpec> {
+    let spec: Spec = serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
+    cgroup_of(&spec)
+}
+
+/// `linux.cgroupsPath` and `linux.resources.cpu`; `None` without a path (`ctr run --cgroup ""`).
+fn cgroup_of(spec: &Spec) -> Option<CgroupSpec> {
+    let linux = spec.linux().as_ref()?;
+    let path = linux.cgroups_path().as_ref()?.to_string_lossy().into_owned();
+    if path.is_empty() {
+        return None;
+    }
+    let cpu = linux.resources().as_ref().and_then(|r| r.cpu().as_ref());
+    let cpu = CpuLimits {
+        shares: cpu.and_then(|c| c.shares()),
+        quota: cpu.and_then(|c| c.quota()),
+        period: cpu.and_then(|c| c.period()),
+        cpus: cpu.and_then(|c| c.cpus().clone()),
+        mems: cpu.and_then(|c| c.mems().clone()),
+    };
+    Some(CgroupSpec { path, cpu })
 }
 
 /// `name` (args[0]) inside `rootfs`, refusing any path that leaves it (`..`, or a symlink pointing out);

@@ -52,6 +52,7 @@ fn apps_archive(dir: &Path) -> PathBuf {
     let (hello, component, exit, sleep, http) =
         (read(guests::HELLO_C), read(guests::HELLO_COMPONENT), read(guests::EXIT_C), read(guests::SLEEP_C), read(guests::HTTP_HELLO));
     let (env, fs, memhog, entries) = (read(guests::ENV_C), read(guests::FS_C), read(guests::MEMHOG_C), read(guests::ENTRIES_WASM));
+    let spin = read(guests::SPIN_WAT);
     let layer = layout::tar_gz(&[
         ("app/hello.wasm", &hello),
         ("app/hello-component.wasm", &component),
@@ -62,6 +63,7 @@ fn apps_archive(dir: &Path) -> PathBuf {
         ("app/fs.wasm", &fs),
         ("app/memhog.wasm", &memhog),
         ("app/entries.wasm", &entries),
+        ("app/spin.wat", &spin),
         ("app/data/in-image.txt", b"from the image\n"),
     ]);
     let mut raw = Vec::new();
@@ -150,10 +152,14 @@ impl Setup {
                 .collect();
             panic!("processes left behind: {who:#?}\n{}", self.containerd.log());
         }
-        // No cgroup: `ctr run` names /NAMESPACE/ID as the container's cgroup; the shim creates none.
+        // No container's cgroup: `ctr run` names /NAMESPACE/ID, and the shim removes it on delete, with the
+        // /NAMESPACE parent it made. (Containers that ran at once share that parent, and only the shim
+        // that made it removes it: it may remain, empty, as it does with runc. The test removes it.)
         for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
             let ns = controller.path().join(self.containerd.namespace());
-            assert!(!ns.exists(), "cgroup left behind: {}", ns.display());
+            let left: Vec<PathBuf> = std::fs::read_dir(&ns).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+            assert!(left.is_empty(), "cgroups left behind: {left:?}");
+            let _ = std::fs::remove_dir(&ns);
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let dir = self.containerd.dir().to_string_lossy().into_owned();
@@ -286,29 +292,35 @@ fn shim_runs_a_kubernetes_pod_through_containerds_cri() {
         assert!(e.to_string().contains("mismatched image rootfs and manifest layers"), "{e}");
     }
     let logs = dir.path().join("pod-logs");
+    // The pod's cgroup, made by the kubelet before the pod (cgroupfs driver); its containers' go inside.
+    let pod_cgroup = format!("wasmcell-test-{}-pod", std::process::id());
+    let cpu_pod = Path::new("/sys/fs/cgroup/cpu").join(&pod_cgroup);
+    std::fs::create_dir(&cpu_pod).unwrap();
     let host = NamespaceOption { network: NODE, pid: 1, ipc: NODE };
     let pod_config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata { name: "wasm-pod".into(), uid: "uid-wasm-pod".into(), namespace: "default".into(), attempt: 0 }),
         hostname: "wasm-pod".into(),
         log_directory: logs.to_string_lossy().into_owned(),
         linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: String::new(),
+            cgroup_parent: format!("/{pod_cgroup}"),
             security_context: Some(LinuxSandboxSecurityContext { namespace_options: Some(host) }),
         }),
         ..Default::default()
     };
     let pod = cri.run_pod(&pod_config, "wasmcell").unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()));
-    let container = |name: &str, image: &str, command: &[&str], memory: i64| ContainerConfig {
+    let container = |name: &str, image: &str, command: &[&str], memory: i64, cpu_quota: i64| ContainerConfig {
         metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
         image: Some(ImageSpec { image: image.into() }),
         command: command.iter().map(|c| c.to_string()).collect(),
         envs: vec![KeyValue { key: "POD".into(), value: "wasm-pod".into() }],
         log_path: format!("{name}.log"),
-        linux: Some(LinuxContainerConfig { resources: Some(LinuxContainerResources { memory_limit_in_bytes: memory }) }),
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources { memory_limit_in_bytes: memory, cpu_quota, cpu_period: 100_000 }),
+        }),
         ..Default::default()
     };
-    let run = |name: &str, image: &str, command: &[&str], memory: i64| {
-        let id = cri.create(&pod, container(name, image, command, memory), &pod_config).unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", containerd.log()));
+    let run = |name: &str, image: &str, command: &[&str], memory: i64, cpu_quota: i64| {
+        let id = cri.create(&pod, container(name, image, command, memory, cpu_quota), &pod_config).unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", containerd.log()));
         cri.start(&id).unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", containerd.log()));
         id
     };
@@ -319,23 +331,27 @@ fn shim_runs_a_kubernetes_pod_through_containerds_cri() {
     // What `kubectl logs` shows: CRI's log file, one `TIME STREAM F LINE` per line.
     let log = |name: &str| std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
 
-    let hello = run("hello", &refs[0], &["hello.wasm"], 0);
+    let hello = run("hello", &refs[0], &["hello.wasm"], 0, 0);
     let status = exited(&hello);
     assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"), "{status:?}");
     assert!(log("hello").lines().any(|l| l.ends_with(" stdout F hello from C")), "{}", log("hello"));
 
-    let exit = run("exit", IMAGE, &["/app/exit.wasm", "3"], 0);
+    let exit = run("exit", IMAGE, &["/app/exit.wasm", "3"], 0, 0);
     assert_eq!(exited(&exit).exit_code, 3);
 
     // The pod spec's memory limit is the guest's cap; CRI reports the OOM event as OOMKilled.
-    let memhog = run("memhog", IMAGE, &["/app/memhog.wasm", "64"], 32 << 20);
+    let memhog = run("memhog", IMAGE, &["/app/memhog.wasm", "64"], 32 << 20, 0);
     let status = exited(&memhog);
     assert_eq!((status.exit_code, status.reason.as_str()), (137, "OOMKilled"), "{status:?}");
     assert!(log("memhog").contains("allocation failed after 31 MiB"), "{}", log("memhog"));
 
+    // The container's CPU limit (half a CPU) is its cgroup's, inside the pod's, with its guest thread in it.
+    let sleeper = run("sleeper", IMAGE, &["/app/sleep.wasm", "100"], 0, 50_000);
+    let cg = cpu_pod.join(&sleeper);
+    assert_eq!(std::fs::read_to_string(cg.join("cpu.cfs_quota_us")).unwrap().trim(), "50000");
+    let joined = wait_for(Duration::from_secs(10), || (!std::fs::read_to_string(cg.join("tasks")).unwrap().trim().is_empty()).then_some(()));
+    assert!(joined.is_some(), "no guest thread in {}", cg.display());
     // StopContainer (a pod deleted, a rollout): SIGTERM, exit 143.
-    let sleeper = run("sleeper", IMAGE, &["/app/sleep.wasm", "100"], 0);
-    std::thread::sleep(Duration::from_millis(200));
     cri.stop(&sleeper, 10).unwrap();
     assert_eq!(exited(&sleeper).exit_code, 143);
 
@@ -351,6 +367,10 @@ fn shim_runs_a_kubernetes_pod_through_containerds_cri() {
     }
     cri.stop_pod(&pod).unwrap();
     cri.remove_pod(&pod).unwrap();
+    // The containers' cgroups are gone; the pod's own is the kubelet's to remove (here, the test's).
+    let left: Vec<_> = std::fs::read_dir(&cpu_pod).unwrap().flatten().filter(|e| e.path().is_dir()).map(|e| e.path()).collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+    std::fs::remove_dir(&cpu_pod).unwrap();
     Setup { containerd, _home: home }.assert_nothing_left();
 }
 
@@ -406,6 +426,55 @@ fn shim_runs_twenty_containers_in_parallel() {
             assert_eq!(text(&out.stdout), "hello from C\n");
         }
     });
+    s.assert_nothing_left();
+}
+
+/// `linux.resources.cpu` holds for a wasm guest: its thread joins the container's cgroup (cgroup v1 here)
+/// at the spec's cgroupsPath, the CFS quota throttles a guest that spins, the CPU time is accounted
+/// there, and the cgroup is gone after the container.
+#[test]
+fn shim_puts_the_guest_in_the_containers_cgroup_under_its_cpu_limit() {
+    let s = setup();
+    let (cpu, cpuacct) = (Path::new("/sys/fs/cgroup/cpu"), Path::new("/sys/fs/cgroup/cpuacct"));
+    assert!(cpu.join("cpu.cfs_quota_us").exists(), "this test needs the cgroup v1 cpu hierarchy at {}", cpu.display());
+    let fifos = s.fifo_dir();
+    let run = ["run", "-d", "--null-io", "--fifo-dir", &fifos, "--runtime", RUNTIME, "--cpu-quota", "20000", "--cpu-period", "100000"];
+    ok("ctr run -d spinner", s.containerd.ctr(&[&run[..], &[IMAGE, "spinner", "/app/spin.wat"]].concat()));
+    s.wait_status("spinner", "RUNNING");
+
+    let cg = cpu.join(s.containerd.namespace()).join("spinner");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string();
+    assert_eq!(read(&cg.join("cpu.cfs_quota_us")), "20000");
+    assert_eq!(read(&cg.join("cpu.cfs_period_us")), "100000");
+    // The guest's thread, of a shim process, is in it (and nothing else is).
+    let tasks = wait_for(Duration::from_secs(10), || {
+        let t = read(&cg.join("tasks"));
+        (!t.is_empty()).then_some(t)
+    })
+    .expect("no thread joined the container's cgroup");
+    for tid in tasks.lines() {
+        let status = read(Path::new(&format!("/proc/{tid}/status")));
+        let tgid = status.lines().find_map(|l| l.strip_prefix("Tgid:")).unwrap().trim().to_string();
+        let cmdline = read(Path::new(&format!("/proc/{tgid}/cmdline")));
+        assert!(cmdline.contains("containerd-shim-wasmcell-v1"), "thread {tid} of {cmdline:?}");
+        assert_eq!(read(Path::new(&format!("/proc/{tid}/comm"))), "wasmcell-guest");
+    }
+    // The spinning guest gets about its 0.2 CPU, not the whole CPU it would take unthrottled.
+    let usage = cpuacct.join(s.containerd.namespace()).join("spinner/cpuacct.usage");
+    let (u0, t0) = (read(&usage).parse::<u64>().unwrap(), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let (u1, dt) = (read(&usage).parse::<u64>().unwrap(), t0.elapsed());
+    let share = (u1 - u0) as f64 / dt.as_nanos() as f64;
+    assert!(share > 0.1 && share < 0.3, "the guest used {share:.2} CPU under a 0.2 CPU quota");
+    let throttled: u64 = read(&cg.join("cpu.stat")).lines().find_map(|l| l.strip_prefix("nr_throttled ")).unwrap().parse().unwrap();
+    assert!(throttled > 0, "never throttled");
+
+    ok("ctr task kill", s.containerd.ctr(&["task", "kill", "-s", "SIGKILL", "spinner"]));
+    s.wait_status("spinner", "STOPPED");
+    ok("ctr task delete", s.containerd.ctr(&["task", "delete", "spinner"]));
+    ok("ctr containers rm", s.containerd.ctr(&["containers", "rm", "spinner"]));
+    assert!(!cg.exists(), "{} left behind", cg.display());
+    assert!(!cg.parent().unwrap().exists(), "{} (made for the container) left behind", cg.parent().unwrap().display());
     s.assert_nothing_left();
 }
 
