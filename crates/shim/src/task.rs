@@ -5,8 +5,8 @@
 //! shim's pid, `kill` goes through the runtime's stop signal (SIGKILL stops at once; SIGTERM stops a
 //! command guest and drains an HTTP server), `wait` returns the exit code the runtime reports (128 + the
 //! signal for a killed guest, as for a native process). The guest's stdout and stderr are containerd's
-//! fifos. Nothing outlives the shim: the rootfs mount containerd asked for is undone on delete, and the
-//! shim exits once containerd shuts it down.
+//! fifos. Nothing outlives the shim: the rootfs mount containerd asked for is undone and the container's
+//! cgroup removed on delete, and the shim exits once containerd shuts it down.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
