@@ -36,6 +36,18 @@ impl CpuLimits {
     }
 }
 
+/// CPU time in nanoseconds, and CFS throttling (periods, throttled periods, nanoseconds throttled).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuUsage {
+    pub total: u64,
+    pub user: u64,
+    pub kernel: u64,
+    pub per_cpu: Vec<u64>,
+    pub periods: u64,
+    pub throttled_periods: u64,
+    pub throttled_time: u64,
+}
+
 /// What the spec asks for: where the cgroup goes and the limits to write into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupSpec {
@@ -178,6 +190,31 @@ impl Cgroup {
                 Err(e) => log::warn!("thread {tid} cannot join the cgroup {}: {e}", leaf.display()),
             }
         }
+    }
+
+    /// The guest's CPU time and throttling, as the cgroup counts them (for containerd's task metrics).
+    pub fn cpu_usage(&self) -> CpuUsage {
+        let mut u = CpuUsage::default();
+        let number = |leaf: &Path, file: &str| std::fs::read_to_string(leaf.join(file)).ok().and_then(|t| t.trim().parse::<u64>().ok());
+        for leaf in &self.leaves {
+            u.total = number(leaf, "cpuacct.usage").unwrap_or(u.total);
+            u.user = number(leaf, "cpuacct.usage_user").unwrap_or(u.user);
+            u.kernel = number(leaf, "cpuacct.usage_sys").unwrap_or(u.kernel);
+            if let Ok(per_cpu) = std::fs::read_to_string(leaf.join("cpuacct.usage_percpu")) {
+                u.per_cpu = per_cpu.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+            }
+            if let Ok(stat) = std::fs::read_to_string(leaf.join("cpu.stat")) {
+                for line in stat.lines() {
+                    match line.split_once(' ') {
+                        Some(("nr_periods", n)) => u.periods = n.parse().unwrap_or(0),
+                        Some(("nr_throttled", n)) => u.throttled_periods = n.parse().unwrap_or(0),
+                        Some(("throttled_time", n)) => u.throttled_time = n.parse().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        u
     }
 
     /// The directories of the cgroup, one per hierarchy joined.

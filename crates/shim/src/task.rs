@@ -475,6 +475,22 @@ impl containerd_shim::Task for TaskService {
         Ok(self.delete_task(&req)?)
     }
 
+    /// Task metrics (`ctr task metrics`, CRI's ContainerStats, so `kubectl top`): cgroup v1 metrics with
+    /// the guest's CPU time from its cgroup (none without one).
+    fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
+        use containerd_shim::protos::cgroups::metrics::{CPUStat, CPUUsage, Metrics, Throttle};
+        let c = self.get(&req.id)?;
+        let mut metrics = Metrics::new();
+        if let Some(cg) = &c.cgroup {
+            let u = cg.cpu_usage();
+            let usage = CPUUsage { total: u.total, kernel: u.kernel, user: u.user, per_cpu: u.per_cpu, ..Default::default() };
+            let throttling = Throttle { periods: u.periods, throttled_periods: u.throttled_periods, throttled_time: u.throttled_time, ..Default::default() };
+            metrics.cpu = MessageField::some(CPUStat { usage: MessageField::some(usage), throttling: MessageField::some(throttling), ..Default::default() });
+        }
+        let stats = containerd_shim::util::convert_to_any(Box::new(metrics))?;
+        Ok(api::StatsResponse { stats: MessageField::some(stats), ..Default::default() })
+    }
+
     fn connect(&self, _ctx: &TtrpcContext, _req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
         let pid = std::process::id();
         Ok(api::ConnectResponse { shim_pid: pid, task_pid: pid, version: env!("CARGO_PKG_VERSION").into(), ..Default::default() })

@@ -468,6 +468,13 @@ fn shim_puts_the_guest_in_the_containers_cgroup_under_its_cpu_limit() {
     assert!(share > 0.1 && share < 0.3, "the guest used {share:.2} CPU under a 0.2 CPU quota");
     let throttled: u64 = read(&cg.join("cpu.stat")).lines().find_map(|l| l.strip_prefix("nr_throttled ")).unwrap().parse().unwrap();
     assert!(throttled > 0, "never throttled");
+    // containerd's task metrics (what CRI's ContainerStats, and so `kubectl top`, read) carry that CPU time.
+    let metrics = text(&ok("ctr task metrics", s.containerd.ctr(&["task", "metrics", "spinner"])).stdout);
+    let reported: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cpuacct.usage ").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no cpuacct.usage in:\n{metrics}"));
+    assert!(reported >= u1, "ctr task metrics says {reported} ns, the cgroup said {u1} ns before");
 
     ok("ctr task kill", s.containerd.ctr(&["task", "kill", "-s", "SIGKILL", "spinner"]));
     s.wait_status("spinner", "STOPPED");
