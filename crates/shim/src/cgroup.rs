@@ -66,6 +66,9 @@ pub struct Cgroup {
     made: Vec<PathBuf>,
 }
 
+/// How long a guest's thread runs before it is moved into its cgroup (see [`Cgroup::join`]).
+pub const JOIN_AFTER: Duration = Duration::from_millis(20);
+
 /// The v1 hierarchies a guest's threads join.
 const CONTROLLERS: [&str; 3] = ["cpu", "cpuacct", "cpuset"];
 
@@ -156,26 +159,35 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Puts the calling thread in the cgroup (in every hierarchy joined), without waiting for it: one
-    /// thread of the shim makes the moves. The kernel's first cgroup move after a quiet moment waits for
-    /// an RCU grace period (8-12 ms here, measured), which the guest does not sit out: it is in its
-    /// cgroup within that time of starting (a guest that ends sooner never needed it).
+    /// Puts the calling thread in the cgroup (in every hierarchy joined) once it has run for
+    /// [`JOIN_AFTER`], without waiting for it: one thread of the shim makes the moves.
+    ///
+    /// A cgroup v1 move holds the kernel's cgroup mutex through an RCU grace period when no move happened
+    /// just before (8-12 ms here, measured): every guest that waited for it started that much later, and
+    /// every cgroup made or removed meanwhile on the node waited too. A guest that ends within
+    /// `JOIN_AFTER` (a function, a hello) never moves; a longer one runs unthrottled for at most
+    /// `JOIN_AFTER` plus that grace period, and is limited from then on.
     pub fn join(self: &Arc<Self>) {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
-        static MOVER: OnceLock<Mutex<Option<mpsc::Sender<(Arc<Cgroup>, libc::pid_t)>>>> = OnceLock::new();
+        type Move = (Arc<Cgroup>, libc::pid_t, Instant);
+        static MOVER: OnceLock<Mutex<Option<mpsc::Sender<Move>>>> = OnceLock::new();
         let mover = MOVER.get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<(Arc<Cgroup>, libc::pid_t)>();
+            let (tx, rx) = mpsc::channel::<Move>();
             let spawned = std::thread::Builder::new().name("cgroup-mover".into()).spawn(move || {
-                for (cgroup, tid) in rx {
-                    cgroup.attach(tid);
+                for (cgroup, tid, at) in rx {
+                    std::thread::sleep((at + JOIN_AFTER).saturating_duration_since(Instant::now()));
+                    // Only a thread still running (the guest has not ended) is moved.
+                    if Path::new(&format!("/proc/self/task/{tid}")).exists() {
+                        cgroup.attach(tid);
+                    }
                 }
             });
             Mutex::new(spawned.ok().map(|_| tx))
         });
         match mover.lock().unwrap().as_ref() {
             Some(tx) => {
-                let _ = tx.send((self.clone(), tid));
+                let _ = tx.send((self.clone(), tid, Instant::now()));
             }
             None => self.attach(tid),
         }
