@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+wasmcell_runtime::disable_transparent_huge_pages_before_main!();
+
 mod commands;
 mod exit;
 mod images;

@@ -3,6 +3,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+wasmcell_runtime::disable_transparent_huge_pages_before_main!();
+
 fn main() {
     wasmcell_shim::main()
 }
