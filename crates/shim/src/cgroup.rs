@@ -275,7 +275,12 @@ fn places<'h>(spec: &CgroupSpec, hierarchies: &'h [Hierarchy], own: &[(String, S
             let mine = own.iter().find(|(c, _)| h.controllers.contains(c)).map_or("/", |(_, p)| p.as_str());
             Path::new(mine).join(&path)
         };
-        out.push((h, h.mount.join(relative.strip_prefix("/").unwrap_or(&relative))));
+        let relative = relative.strip_prefix("/").unwrap_or(&relative).to_path_buf();
+        if relative.as_os_str().is_empty() {
+            // The hierarchy's root: limits cannot be written there, and no container may own it.
+            return Err(Error::InvalidSpec(format!("linux.cgroupsPath {:?}: names the root cgroup", spec.path)));
+        }
+        out.push((h, h.mount.join(relative)));
     }
     Ok(out)
 }
@@ -406,6 +411,15 @@ mod tests {
         assert_eq!(h[0].mount, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
         assert_eq!(h[0].controllers, ["cpu", "cpuacct"]);
         assert_eq!(h[1].controllers, ["cpuset"]);
+    }
+
+    #[test]
+    fn the_root_cgroup_is_no_containers() {
+        let h = [Hierarchy { mount: PathBuf::from("/sys/fs/cgroup/cpu"), controllers: vec!["cpu".into()] }];
+        let root = CgroupSpec { path: "/".into(), cpu: CpuLimits::default() };
+        assert!(places(&root, &h, &[]).is_err());
+        let leaf = CgroupSpec { path: "/ns/c1".into(), cpu: CpuLimits::default() };
+        assert_eq!(places(&leaf, &h, &[]).unwrap()[0].1, PathBuf::from("/sys/fs/cgroup/cpu/ns/c1"));
     }
 
     #[test]
