@@ -111,29 +111,36 @@ impl Cgroup {
     /// Makes `leaf` and any missing parent below `mount`; a new cpuset directory gets its parent's CPUs
     /// and memory nodes (v1 leaves them empty, and an empty cpuset takes no thread).
     fn make(&mut self, mount: &Path, leaf: &Path, cpuset: bool) -> Result<()> {
-        let mut missing = Vec::new();
-        let mut dir = leaf;
-        while dir != mount && !dir.exists() {
-            missing.push(dir.to_path_buf());
-            dir = dir.parent().unwrap_or(mount);
-        }
-        for dir in missing.into_iter().rev() {
-            match std::fs::create_dir(&dir) {
-                Ok(()) => self.made.insert(0, dir.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::Io { context: format!("cannot create the cgroup {}", dir.display()), source: e }),
+        // Another container's shim may remove a parent it made (now empty) between our walk and our
+        // mkdir below it: walk again.
+        let mut attempts = 0;
+        'walk: loop {
+            attempts += 1;
+            let mut missing = Vec::new();
+            let mut dir = leaf;
+            while dir != mount && !dir.exists() {
+                missing.push(dir.to_path_buf());
+                dir = dir.parent().unwrap_or(mount);
             }
-            if cpuset {
-                for file in ["cpuset.cpus", "cpuset.mems"] {
-                    let own = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
-                    if own.trim().is_empty() {
-                        let parent = dir.parent().map(|p| std::fs::read_to_string(p.join(file)).unwrap_or_default()).unwrap_or_default();
-                        write(&dir, file, parent.trim())?;
+            for dir in missing.into_iter().rev() {
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => self.made.insert(0, dir.clone()),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 5 => continue 'walk,
+                    Err(e) => return Err(Error::Io { context: format!("cannot create the cgroup {}", dir.display()), source: e }),
+                }
+                if cpuset {
+                    for file in ["cpuset.cpus", "cpuset.mems"] {
+                        let own = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+                        if own.trim().is_empty() {
+                            let parent = dir.parent().map(|p| std::fs::read_to_string(p.join(file)).unwrap_or_default()).unwrap_or_default();
+                            write(&dir, file, parent.trim())?;
+                        }
                     }
                 }
             }
+            return Ok(());
         }
-        Ok(())
     }
 
     fn write_limits(&self, cpu: &CpuLimits) -> Result<()> {
