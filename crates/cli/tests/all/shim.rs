@@ -275,6 +275,12 @@ fn shim_runs_a_kubernetes_pod_through_containerds_cri() {
          [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{0}\"]\n  endpoint = [\"http://{0}\"]\n",
         registry.addr()
     );
+    // The pod's cgroup, made by the kubelet before the pod (cgroupfs driver); its containers' go inside.
+    // (Declared before containerd: if the test fails, containerd and the shim are gone before it is removed.)
+    let pod_cgroup = format!("wasmcell-test-{}-pod", std::process::id());
+    let cpu_pod = Path::new("/sys/fs/cgroup/cpu").join(&pod_cgroup);
+    std::fs::create_dir(&cpu_pod).unwrap();
+    let _remove_on_failure = PodCgroup(pod_cgroup.clone());
     let containerd = Containerd::start_with_cri_and_env(&config, &[&shim_dir()], &[("WASMCELL_HOME", home.path().as_os_str())]);
     let dir = scratch();
     let apps = apps_archive(dir.path());
@@ -292,10 +298,6 @@ fn shim_runs_a_kubernetes_pod_through_containerds_cri() {
         assert!(e.to_string().contains("mismatched image rootfs and manifest layers"), "{e}");
     }
     let logs = dir.path().join("pod-logs");
-    // The pod's cgroup, made by the kubelet before the pod (cgroupfs driver); its containers' go inside.
-    let pod_cgroup = format!("wasmcell-test-{}-pod", std::process::id());
-    let cpu_pod = Path::new("/sys/fs/cgroup/cpu").join(&pod_cgroup);
-    std::fs::create_dir(&cpu_pod).unwrap();
     let host = NamespaceOption { network: NODE, pid: 1, ipc: NODE };
     let pod_config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata { name: "wasm-pod".into(), uid: "uid-wasm-pod".into(), namespace: "default".into(), attempt: 0 }),
@@ -351,6 +353,10 @@ fn shim_runs_a_kubernetes_pod_through_containerds_cri() {
     assert_eq!(std::fs::read_to_string(cg.join("cpu.cfs_quota_us")).unwrap().trim(), "50000");
     let joined = wait_for(Duration::from_secs(10), || (!std::fs::read_to_string(cg.join("tasks")).unwrap().trim().is_empty()).then_some(()));
     assert!(joined.is_some(), "no guest thread in {}", cg.display());
+    // The kubelet's ContainerStats (`kubectl top`) gets the guest's CPU time from it.
+    let stats = cri.stats(&sleeper).unwrap_or_else(|e| panic!("ContainerStats: {e}\n{}", containerd.log()));
+    let cpu = stats.cpu.clone().unwrap_or_else(|| panic!("no CPU stats: {stats:?}"));
+    assert!(cpu.timestamp > 0 && cpu.usage_core_nano_seconds.is_some(), "{cpu:?}");
     // StopContainer (a pod deleted, a rollout): SIGTERM, exit 143.
     cri.stop(&sleeper, 10).unwrap();
     assert_eq!(exited(&sleeper).exit_code, 143);
@@ -372,6 +378,21 @@ fn shim_runs_a_kubernetes_pod_through_containerds_cri() {
     assert!(left.is_empty(), "cgroups left behind: {left:?}");
     std::fs::remove_dir(&cpu_pod).unwrap();
     Setup { containerd, _home: home }.assert_nothing_left();
+}
+
+/// A test's pod cgroup, removed with whatever a failed test left inside it.
+struct PodCgroup(String);
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        for hierarchy in ["cpu", "cpuacct"] {
+            let pod = Path::new("/sys/fs/cgroup").join(hierarchy).join(&self.0);
+            for child in std::fs::read_dir(&pod).into_iter().flatten().flatten().filter(|e| e.path().is_dir()) {
+                let _ = std::fs::remove_dir(child.path());
+            }
+            let _ = std::fs::remove_dir(&pod);
+        }
+    }
 }
 
 #[test]

@@ -188,6 +188,39 @@ struct StopContainerRequest {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+struct ContainerStatsRequest {
+    #[prost(string, tag = "1")]
+    container_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ContainerStatsResponse {
+    #[prost(message, optional, tag = "1")]
+    stats: Option<ContainerStats>,
+}
+
+/// What `kubectl top` shows of a container (the CPU part).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerStats {
+    #[prost(message, optional, tag = "2")]
+    pub cpu: Option<CpuUsage>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CpuUsage {
+    #[prost(int64, tag = "1")]
+    pub timestamp: i64,
+    #[prost(message, optional, tag = "2")]
+    pub usage_core_nano_seconds: Option<UInt64Value>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UInt64Value {
+    #[prost(uint64, tag = "1")]
+    pub value: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
 struct PullImageRequest {
     #[prost(message, optional, tag = "1")]
     image: Option<ImageSpec>,
@@ -255,5 +288,12 @@ impl Cri {
         let resp: ContainerStatusResponse =
             self.client.unary("/runtime.v1.RuntimeService/ContainerStatus", ContainerStatusRequest { container_id: id.to_string(), verbose: false })?;
         Ok(resp.status.unwrap_or_default())
+    }
+
+    /// ContainerStats: what the kubelet's stats (and `kubectl top`) read.
+    pub fn stats(&self, id: &str) -> Result<ContainerStats> {
+        let resp: ContainerStatsResponse =
+            self.client.unary("/runtime.v1.RuntimeService/ContainerStats", ContainerStatsRequest { container_id: id.to_string() })?;
+        Ok(resp.stats.unwrap_or_default())
     }
 }
