@@ -155,16 +155,20 @@ impl Instance {
     }
 }
 
-fn drive(guest: Box<dyn Guest>, stop: StopSignal, timeout: Option<Duration>, hook: Option<ThreadHook>) -> Result<ExitStatus> {
+/// A guest's event loop: a current-thread tokio runtime for the calling thread, with `hook` run first on
+/// that thread and on each thread the runtime starts (its blocking pool).
+pub fn event_loop(hook: Option<ThreadHook>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut rt = tokio::runtime::Builder::new_current_thread();
     rt.enable_all();
     if let Some(hook) = hook {
         hook();
         rt.on_thread_start(move || hook());
     }
-    let rt = rt
-        .build()
-        .map_err(Error::io("failed to start the guest's event loop"))?;
+    rt.build()
+}
+
+fn drive(guest: Box<dyn Guest>, stop: StopSignal, timeout: Option<Duration>, hook: Option<ThreadHook>) -> Result<ExitStatus> {
+    let rt = event_loop(hook).map_err(Error::io("failed to start the guest's event loop"))?;
     // The watchdog sleeps until the deadline or until the guest ends (its sender is dropped).
     let (done, watchdog) = match timeout {
         Some(t) => {

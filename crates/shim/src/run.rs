@@ -176,13 +176,7 @@ fn start_http(launch: Launch, input: Input, io: Io, on_thread: Option<ThreadHook
         .name("wasmcell-serve".into())
         .spawn(move || {
             let engine = Arc::new(engine);
-            let mut rt = tokio::runtime::Builder::new_current_thread();
-            rt.enable_all();
-            if let Some(hook) = on_thread {
-                hook();
-                rt.on_thread_start(move || hook());
-            }
-            let rt = match rt.build() {
+            let rt = match wasmcell_runtime::instance::event_loop(on_thread) {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = bound_tx.send(Err(Error::Io { context: "failed to start the async runtime".into(), source: e }));

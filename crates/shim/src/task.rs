@@ -107,38 +107,22 @@ impl TaskService {
             }
             rootfs_mounted = Some(target);
         }
+        // Any failure from here on undoes the rootfs mount.
+        let undo = |e: Error| {
+            if let Some(t) = &rootfs_mounted {
+                unmount(t);
+            }
+            e
+        };
         let mut fifos = Vec::new();
         for p in [&req.stdout, &req.stderr].into_iter().filter(|p| !p.is_empty()) {
-            match std::fs::OpenOptions::new().read(true).write(true).open(p) {
-                Ok(f) => fifos.push(f),
-                Err(e) => {
-                    if let Some(t) = &rootfs_mounted {
-                        unmount(t);
-                    }
-                    return Err(Error::Io { context: format!("cannot open {p}"), source: e });
-                }
-            }
+            let f = std::fs::OpenOptions::new().read(true).write(true).open(p);
+            fifos.push(f.map_err(|e| undo(Error::Io { context: format!("cannot open {p}"), source: e }))?);
         }
         let mounted = began.elapsed();
         let mut layer = |name: Option<&str>| self.wasm_layer(&req.id, name, &bundle);
-        let launch = match spec::load(&bundle, &mut layer) {
-            Ok(l) => l,
-            Err(e) => {
-                if let Some(t) = &rootfs_mounted {
-                    unmount(t);
-                }
-                return Err(e);
-            }
-        };
-        let cgroup = match launch.cgroup.as_ref().map(Cgroup::create).transpose() {
-            Ok(c) => c.flatten().map(Arc::new),
-            Err(e) => {
-                if let Some(t) = &rootfs_mounted {
-                    unmount(t);
-                }
-                return Err(e);
-            }
-        };
+        let launch = spec::load(&bundle, &mut layer).map_err(undo)?;
+        let cgroup = launch.cgroup.as_ref().map(Cgroup::create).transpose().map_err(undo)?.flatten().map(Arc::new);
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle,

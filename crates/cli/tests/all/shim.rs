@@ -458,6 +458,11 @@ fn shim_puts_the_guest_in_the_containers_cgroup_under_its_cpu_limit() {
     let s = setup();
     let (cpu, cpuacct) = (Path::new("/sys/fs/cgroup/cpu"), Path::new("/sys/fs/cgroup/cpuacct"));
     assert!(cpu.join("cpu.cfs_quota_us").exists(), "this test needs the cgroup v1 cpu hierarchy at {}", cpu.display());
+    // Bad input: a cgroupsPath that is none of the three forms is one clear line.
+    let out = s.run_with("bad-cgroup", &["--cgroup", "a:b"], &[]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("linux.cgroupsPath \"a:b\": not a cgroup path"), "{}", text(&out.stderr));
+    let _ = s.containerd.ctr(&["containers", "rm", "bad-cgroup"]);
     let fifos = s.fifo_dir();
     let run = ["run", "-d", "--null-io", "--fifo-dir", &fifos, "--runtime", RUNTIME, "--cpu-quota", "20000", "--cpu-period", "100000"];
     ok("ctr run -d spinner", s.containerd.ctr(&[&run[..], &[IMAGE, "spinner", "/app/spin.wat"]].concat()));
