@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmcell_runtime::cache::Cache;
+use wasmcell_runtime::engine::http::HttpHandler;
 use wasmcell_runtime::engine::{EngineOptions, PoolOptions};
 use wasmcell_runtime::home::Home;
 use wasmcell_runtime::inspect::{self, Input, WasmKind};
 use wasmcell_runtime::instance::{KillHandle, ThreadHook};
-use wasmcell_runtime::{Engine, Instance, Stdio, StdioSpec, WasmtimeEngine};
+use wasmcell_runtime::{Engine, Instance, Program, SandboxPolicy, Stdio, StdioSpec, WasmtimeEngine};
 use wasmcell_serve::{App, Config, Metrics, Server};
 
 use crate::error::{Error, Result};
@@ -66,27 +67,52 @@ impl Running {
     }
 }
 
-/// Starts the guest; `done(code)` is called once, on another thread, when it ends. `on_thread` runs
-/// first on every thread the guest runs on (the container's cgroup).
-pub fn start(launch: Launch, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+/// A guest made ready to start: its engine and its compiled code (read from the compiled-code cache, or
+/// compiled). The task prepares it on a thread of its own from `create` on, so that `start` finds it
+/// done: between the two calls containerd and ctr spend a few milliseconds (the create event, ctr's
+/// Wait) in which the shim would otherwise sit idle.
+pub struct Prepared {
+    launch: Launch,
+    loaded: Loaded,
+}
+
+enum Loaded {
+    Pause,
+    Command { engine: WasmtimeEngine, program: Arc<dyn Program> },
+    Http { engine: WasmtimeEngine, handler: HttpHandler, policy: SandboxPolicy, instances: u64 },
+}
+
+/// Reads the module or component, picks how it runs (a command, or an HTTP component served) and loads
+/// it into an engine configured for that.
+pub fn prepare(launch: Launch) -> Result<Prepared> {
     if launch.pause {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("wasmcell-pause".into())
-            .spawn(move || {
-                let _ = rx.recv();
-                done(KILLED);
-            })
-            .map_err(Error::io("failed to spawn the pause thread"))?;
-        return Ok(Running::Pause(std::sync::Mutex::new(Some(tx))));
+        return Ok(Prepared { launch, loaded: Loaded::Pause });
     }
     let input = Input::read(&launch.module)?;
     let http = input.kind()? == WasmKind::Component
         && inspect::inspect(&input.bytes)?.exports.iter().any(|e| e.name.starts_with("wasi:http/incoming-handler@"));
-    if http && launch.export.is_none() {
-        start_http(launch, input, io, on_thread, done)
-    } else {
-        start_command(launch, input, io, on_thread, done)
+    let loaded = if http && launch.export.is_none() { prepare_http(&launch, &input)? } else { prepare_command(&launch, &input)? };
+    Ok(Prepared { launch, loaded })
+}
+
+/// Starts the guest; `done(code)` is called once, on another thread, when it ends. `on_thread` runs
+/// first on every thread the guest runs on (the container's cgroup).
+pub fn start(prepared: Prepared, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+    let Prepared { launch, loaded } = prepared;
+    match loaded {
+        Loaded::Pause => {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            std::thread::Builder::new()
+                .name("wasmcell-pause".into())
+                .spawn(move || {
+                    let _ = rx.recv();
+                    done(KILLED);
+                })
+                .map_err(Error::io("failed to spawn the pause thread"))?;
+            Ok(Running::Pause(std::sync::Mutex::new(Some(tx))))
+        }
+        Loaded::Command { engine, program } => start_command(engine, program, &launch, io, on_thread, done),
+        Loaded::Http { engine, handler, policy, instances } => start_http(engine, handler, policy, instances, &launch, io, on_thread, done),
     }
 }
 
@@ -94,7 +120,7 @@ fn cache() -> Option<Cache> {
     Some(Cache::new(Home::from_env().compiled_cache()))
 }
 
-fn start_command(launch: Launch, input: Input, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+fn prepare_command(launch: &Launch, input: &Input) -> Result<Loaded> {
     let engine = WasmtimeEngine::new(EngineOptions {
         cache: cache(),
         max_stack: launch.policy.limits.max_stack,
@@ -102,7 +128,11 @@ fn start_command(launch: Launch, input: Input, io: Io, on_thread: Option<ThreadH
         single_instance: true,
         pooling: None,
     })?;
-    let program = engine.load_entry(&input, launch.export.as_deref())?;
+    let program = engine.load_entry(input, launch.export.as_deref())?;
+    Ok(Loaded::Command { engine, program })
+}
+
+fn start_command(engine: WasmtimeEngine, program: Arc<dyn Program>, launch: &Launch, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
     let stdio = Stdio {
         stdin: StdioSpec::Null,
         stdout: io.stdout.clone().map_or(StdioSpec::Null, StdioSpec::File),
@@ -139,7 +169,7 @@ fn start_command(launch: Launch, input: Input, io: Io, on_thread: Option<ThreadH
     Ok(Running::Command(handle))
 }
 
-fn start_http(launch: Launch, input: Input, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+fn prepare_http(launch: &Launch, input: &Input) -> Result<Loaded> {
     // The pod's memory limit is the pool: instances of the per-instance cap that fit in it.
     let (cap, instances) = match launch.policy.limits.memory {
         Some(limit) => {
@@ -157,7 +187,21 @@ fn start_http(launch: Launch, input: Input, io: Io, on_thread: Option<ThreadHook
         single_instance: false,
         pooling: Some(PoolOptions { instances: instances as u32, max_memory: cap }),
     })?;
-    let handler = engine.load_http(&input)?;
+    let handler = engine.load_http(input)?;
+    Ok(Loaded::Http { engine, handler, policy, instances })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_http(
+    engine: WasmtimeEngine,
+    handler: HttpHandler,
+    policy: SandboxPolicy,
+    instances: u64,
+    launch: &Launch,
+    io: Io,
+    on_thread: Option<ThreadHook>,
+    done: impl FnOnce(i32) + Send + 'static,
+) -> Result<Running> {
     // Served on this container's own thread (below), so that every request runs where its cgroup is.
     let config = Config { max_concurrency: instances as usize, threads: 0, drain_timeout: Duration::from_secs(10), ..Config::default() };
 

@@ -61,10 +61,13 @@ struct Container {
 }
 
 enum State {
-    Created(Box<spec::Launch>),
+    Created(Preparing),
     Running(Running),
     Stopped { code: u32, at: Timestamp },
 }
+
+/// A created container's guest being made ready (`run::prepare`) on a thread of its own; `start` joins it.
+type Preparing = Option<std::thread::JoinHandle<Result<run::Prepared>>>;
 
 impl TaskService {
     pub fn new(exit: Arc<ExitSignal>, namespace: String, address: String, publisher: Option<RemotePublisher>) -> TaskService {
@@ -123,6 +126,15 @@ impl TaskService {
         let mut layer = |name: Option<&str>| self.wasm_layer(&req.id, name, &bundle);
         let launch = spec::load(&bundle, &mut layer).map_err(undo)?;
         let cgroup = launch.cgroup.as_ref().map(Cgroup::create).transpose().map_err(undo)?.flatten().map(Arc::new);
+        let preparing = std::thread::Builder::new()
+            .name("wasmcell-prepare".into())
+            .spawn(move || run::prepare(launch))
+            .map_err(|e| {
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                undo(Error::io("failed to spawn the thread preparing the guest")(e))
+            })?;
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle,
@@ -130,7 +142,7 @@ impl TaskService {
             stderr: req.stderr.clone(),
             rootfs_mounted,
             cgroup,
-            state: Mutex::new(State::Created(Box::new(launch))),
+            state: Mutex::new(State::Created(Some(preparing))),
             changed: Condvar::new(),
             signal: AtomicU32::new(0),
             fifos: Mutex::new(fifos),
@@ -153,11 +165,16 @@ impl TaskService {
         no_exec(&req.exec_id)?;
         let c = self.get(&req.id)?;
         let mut state = c.state.lock().unwrap();
-        let launch = match &*state {
-            State::Created(l) => l.clone(),
-            _ => return Err(Error::FailedPrecondition(format!("{}: container already started", req.id))),
-        };
         let began = std::time::Instant::now();
+        let prepared = match &mut *state {
+            State::Created(p) => p.take().map(|h| {
+                h.join().unwrap_or_else(|_| Err(Error::Io { context: "preparing the guest".into(), source: std::io::Error::other("the thread panicked") }))
+            }),
+            _ => None,
+        };
+        let Some(prepared) = prepared else {
+            return Err(Error::FailedPrecondition(format!("{}: container already started", req.id)));
+        };
         let io = run::Io { stdout: non_empty(&c.stdout), stderr: non_empty(&c.stderr) };
         let done = {
             let c = c.clone();
@@ -165,7 +182,7 @@ impl TaskService {
             move |code: i32| this.exited(&c, code)
         };
         let on_thread = c.cgroup.clone().map(|cg| -> ThreadHook { Arc::new(move || cg.join()) });
-        let running = match run::start(*launch, io, on_thread, done) {
+        let running = match prepared.and_then(|p| run::start(p, io, on_thread, done)) {
             Ok(r) => r,
             Err(e) => {
                 // As a runc container whose process failed to start: the task is stopped (with the
