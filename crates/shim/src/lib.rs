@@ -21,6 +21,7 @@ pub mod run;
 pub mod spec;
 pub mod task;
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
 use std::os::fd::IntoRawFd as _;
@@ -297,7 +298,13 @@ fn server_started() {
 
 /// The pod this container belongs to, from the bundle's spec (the cwd at `start`).
 fn pod_id() -> Option<String> {
+    // Only the annotations: serde skips the rest of the spec without building it.
+    #[derive(serde::Deserialize)]
+    struct Annotated {
+        #[serde(default)]
+        annotations: HashMap<String, String>,
+    }
     let config = std::fs::read("config.json").ok()?;
-    let spec: serde_json::Value = serde_json::from_slice(&config).ok()?;
-    spec.get("annotations")?.get(SANDBOX_ID_ANNOTATION)?.as_str().map(str::to_string)
+    let mut spec: Annotated = serde_json::from_slice(&config).ok()?;
+    spec.annotations.remove(SANDBOX_ID_ANNOTATION)
 }

@@ -46,8 +46,8 @@ struct Container {
     bundle: PathBuf,
     stdout: String,
     stderr: String,
-    /// Mounted by us from the create request's rootfs; unmounted on delete.
-    rootfs_mounted: Option<PathBuf>,
+    /// Mounted by us from the create request's rootfs; unmounted when the guest ends (or on delete).
+    rootfs_mounted: Mutex<Option<PathBuf>>,
     /// The container's cgroup, which the guest's threads join; removed on delete.
     cgroup: Option<Arc<Cgroup>>,
     state: Mutex<State>,
@@ -58,6 +58,17 @@ struct Container {
     /// never blocks and a guest never gets EPIPE when nobody reads (`ctr run -d`). Closed when the guest
     /// ends: ctr waits for EOF on them before it deletes the task.
     fifos: Mutex<Vec<std::fs::File>>,
+}
+
+impl Container {
+    /// Unmounts the rootfs the shim mounted, once; a concurrent caller waits until it is done (delete
+    /// must not answer while it is still mounted: containerd then removes the bundle).
+    fn unmount_rootfs(&self) {
+        let mut mounted = self.rootfs_mounted.lock().unwrap();
+        if let Some(t) = mounted.take() {
+            unmount(&t);
+        }
+    }
 }
 
 enum State {
@@ -140,7 +151,7 @@ impl TaskService {
             bundle,
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
-            rootfs_mounted,
+            rootfs_mounted: Mutex::new(rootfs_mounted),
             cgroup,
             state: Mutex::new(State::Created(Some(preparing))),
             changed: Condvar::new(),
@@ -235,6 +246,9 @@ impl TaskService {
             ..Default::default()
         };
         self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event));
+        // Nothing reads the rootfs once the guest is gone (no exec, no restart): unmounting it now, while
+        // ctr reacts to the exit, takes it off the path of the delete that follows.
+        c.unmount_rootfs();
     }
 
     fn publish(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
@@ -328,9 +342,7 @@ impl TaskService {
                 }
             }
         };
-        if let Some(t) = &c.rootfs_mounted {
-            unmount(t);
-        }
+        c.unmount_rootfs();
         if let Some(cg) = &c.cgroup {
             cg.remove();
         }
