@@ -52,7 +52,8 @@ TOML
 }
 
 image_import() {
-  python3 - "$work" "$@" <<'PY'
+  local tar
+  tar=$(python3 - "$work" "$@" <<'PY'
 import gzip, hashlib, io, json, os, sys, tarfile
 work, name, entry, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 d = os.path.join(work, "layout-" + hashlib.sha256(name.encode()).hexdigest()[:12]); os.makedirs(d + "/blobs/sha256")
@@ -76,6 +77,8 @@ open(d + "/index.json", "w").write(json.dumps({"schemaVersion": 2, "manifests": 
 open(d + "/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
 with tarfile.open(d + ".tar", "w") as t:
     for f in os.listdir(d): t.add(os.path.join(d, f), arcname=f)
+print(d + ".tar")
 PY
-  ctr_ images import "$work/layout-$(printf %s "$1" | sha256sum | cut -c1-12).tar" >/dev/null
+  )
+  ctr_ images import "$tar" >/dev/null
 }

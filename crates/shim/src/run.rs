@@ -79,7 +79,15 @@ pub struct Prepared {
 enum Loaded {
     Pause,
     Command { engine: WasmtimeEngine, program: Arc<dyn Program> },
-    Http { engine: WasmtimeEngine, handler: HttpHandler, policy: SandboxPolicy, instances: u64 },
+    Http(Box<HttpServer>),
+}
+
+/// An HTTP component ready to serve: its pooled engine, handler, per-instance policy and pool size.
+struct HttpServer {
+    engine: WasmtimeEngine,
+    handler: HttpHandler,
+    policy: SandboxPolicy,
+    instances: u64,
 }
 
 /// Reads the module or component, picks how it runs (a command, or an HTTP component served) and loads
@@ -112,7 +120,7 @@ pub fn start(prepared: Prepared, io: Io, on_thread: Option<ThreadHook>, done: im
             Ok(Running::Pause(std::sync::Mutex::new(Some(tx))))
         }
         Loaded::Command { engine, program } => start_command(engine, program, &launch, io, on_thread, done),
-        Loaded::Http { engine, handler, policy, instances } => start_http(engine, handler, policy, instances, &launch, io, on_thread, done),
+        Loaded::Http(server) => start_http(*server, &launch, io, on_thread, done),
     }
 }
 
@@ -188,20 +196,11 @@ fn prepare_http(launch: &Launch, input: &Input) -> Result<Loaded> {
         pooling: Some(PoolOptions { instances: instances as u32, max_memory: cap }),
     })?;
     let handler = engine.load_http(input)?;
-    Ok(Loaded::Http { engine, handler, policy, instances })
+    Ok(Loaded::Http(Box::new(HttpServer { engine, handler, policy, instances })))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn start_http(
-    engine: WasmtimeEngine,
-    handler: HttpHandler,
-    policy: SandboxPolicy,
-    instances: u64,
-    launch: &Launch,
-    io: Io,
-    on_thread: Option<ThreadHook>,
-    done: impl FnOnce(i32) + Send + 'static,
-) -> Result<Running> {
+fn start_http(server: HttpServer, launch: &Launch, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+    let HttpServer { engine, handler, policy, instances } = server;
     // Served on this container's own thread (below), so that every request runs where its cgroup is.
     let config = Config { max_concurrency: instances as usize, threads: 0, drain_timeout: Duration::from_secs(10), ..Config::default() };
 
