@@ -261,11 +261,8 @@ fn adapter_path(workspace: &Path) -> PathBuf {
 
 fn sources(dir: &Path, ext: &str) -> Vec<PathBuf> {
     println!("cargo:rerun-if-changed={}", dir.display());
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == ext))
-        .collect();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == ext)).collect();
     v.sort();
     for p in &v {
         println!("cargo:rerun-if-changed={}", p.display());

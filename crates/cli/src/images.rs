@@ -49,11 +49,7 @@ pub enum PullPolicy {
 
 /// A tokio runtime for a command's registry work.
 pub fn tokio() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("failed to start the async runtime")
 }
 
 /// Registry options for `flags`; progress bars go to stderr when `progress` and it is a terminal.
@@ -195,9 +191,9 @@ pub fn runnable(store: &Store, reference: &Reference, record: &ImageRecord) -> R
 fn contained(rootfs: &std::path::Path, guest_path: &str) -> Result<PathBuf> {
     let root = rootfs.canonicalize().with_context(|| format!("failed to open {}", rootfs.display()))?;
     let candidate = root.join(guest_path.trim_start_matches('/'));
-    let resolved = candidate.canonicalize().map_err(|_| {
-        wasmcell_oci::Error::InvalidImage(format!("the image's entrypoint {guest_path:?} is not in its rootfs"))
-    })?;
+    let resolved = candidate
+        .canonicalize()
+        .map_err(|_| wasmcell_oci::Error::InvalidImage(format!("the image's entrypoint {guest_path:?} is not in its rootfs")))?;
     if !resolved.starts_with(&root) {
         return Err(wasmcell_oci::Error::InvalidImage(format!("the image's entrypoint {guest_path:?} resolves outside its rootfs")).into());
     }

@@ -130,7 +130,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// Logging costs start-up time, so it is only set up when asked for.
 fn init_logging() {
     let Some(filter) = std::env::var_os("WASMCELL_LOG") else { return };
-    let filter = tracing_subscriber::EnvFilter::try_new(filter.to_string_lossy())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter.to_string_lossy()).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }

@@ -93,34 +93,19 @@ impl CredentialStore {
     /// are only run when a lookup reaches them, found on `$PATH` (see [`Self::with_helper_path`])
     /// and killed after 10 seconds.
     pub fn new(own_file: PathBuf, docker_config: Option<PathBuf>) -> Self {
-        CredentialStore {
-            own: own_file,
-            docker_config,
-            helper_path: None,
-            helper_timeout: DEFAULT_HELPER_TIMEOUT,
-        }
+        CredentialStore { own: own_file, docker_config, helper_path: None, helper_timeout: DEFAULT_HELPER_TIMEOUT }
     }
 
     /// The store for this user: `<wasmcell_home>/auth.json`, and the docker config at
     /// `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`, else none.
     pub fn from_env(wasmcell_home: &Path) -> Self {
-        Self::from_vars(
-            wasmcell_home,
-            std::env::var_os("DOCKER_CONFIG"),
-            std::env::var_os("HOME"),
-        )
+        Self::from_vars(wasmcell_home, std::env::var_os("DOCKER_CONFIG"), std::env::var_os("HOME"))
     }
 
-    fn from_vars(
-        wasmcell_home: &Path,
-        docker_config_dir: Option<std::ffi::OsString>,
-        home: Option<std::ffi::OsString>,
-    ) -> Self {
+    fn from_vars(wasmcell_home: &Path, docker_config_dir: Option<std::ffi::OsString>, home: Option<std::ffi::OsString>) -> Self {
         let docker_config = match (docker_config_dir, home) {
             (Some(dir), _) if !dir.is_empty() => Some(PathBuf::from(dir).join("config.json")),
-            (_, Some(home)) if !home.is_empty() => {
-                Some(PathBuf::from(home).join(".docker").join("config.json"))
-            }
+            (_, Some(home)) if !home.is_empty() => Some(PathBuf::from(home).join(".docker").join("config.json")),
             _ => None,
         };
         Self::new(wasmcell_home.join("auth.json"), docker_config)
@@ -162,19 +147,13 @@ impl CredentialStore {
         let root = as_object(&doc, docker_path)?;
 
         if let Some(helpers) = root.get("credHelpers") {
-            let helpers = helpers.as_object().ok_or_else(|| {
-                Error::Credentials(format!(
-                    "credHelpers in {} is not an object",
-                    docker_path.display()
-                ))
-            })?;
+            let helpers = helpers
+                .as_object()
+                .ok_or_else(|| Error::Credentials(format!("credHelpers in {} is not an object", docker_path.display())))?;
             let helper = helpers.iter().find(|(k, _)| normalize_registry(k) == key);
             if let Some((_, name)) = helper {
                 let name = name.as_str().ok_or_else(|| {
-                    Error::Credentials(format!(
-                        "credHelpers entry for {key} in {} is not a string",
-                        docker_path.display()
-                    ))
+                    Error::Credentials(format!("credHelpers entry for {key} in {} is not a string", docker_path.display()))
                 })?;
                 if let Some(cred) = self.run_helper(name, &key)? {
                     tracing::debug!(registry = %key, helper = name, "using docker credHelpers credentials");
@@ -197,10 +176,7 @@ impl CredentialStore {
                 Ok(cred)
             }
             Some(Value::String(_)) | Some(Value::Null) | None => Ok(None),
-            Some(_) => Err(Error::Credentials(format!(
-                "credsStore in {} is not a string",
-                docker_path.display()
-            ))),
+            Some(_) => Err(Error::Credentials(format!("credsStore in {} is not a string", docker_path.display()))),
         }
     }
 
@@ -215,9 +191,7 @@ impl CredentialStore {
             return Err(Error::Credentials("the username is empty".into()));
         }
         if cred.username.contains(':') {
-            return Err(Error::Credentials(
-                "the username must not contain ':'".into(),
-            ));
+            return Err(Error::Credentials("the username must not contain ':'".into()));
         }
 
         let mut doc = read_json(&self.own)?.unwrap_or_else(|| Value::Object(Map::new()));
@@ -259,17 +233,10 @@ impl CredentialStore {
             _ => PathBuf::from("."),
         };
         if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| Error::io("failed to create directory", &dir, e))?;
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| Error::io("failed to create directory", &dir, e))?;
         }
 
-        let file_name = self
-            .own
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
+        let file_name = self.own.file_name().map(|n| n.to_string_lossy().into_owned());
         let prefix = format!(".{}.", file_name.as_deref().unwrap_or("auth.json"));
         let mut tmp = tempfile::Builder::new()
             .prefix(&prefix)
@@ -278,52 +245,30 @@ impl CredentialStore {
             .tempfile_in(&dir)
             .map_err(|e| Error::io("failed to create temporary file in", &dir, e))?;
         // The umask may have narrowed the mode at creation; make it exactly 0600 before writing.
-        tmp.as_file()
-            .set_permissions(Permissions::from_mode(0o600))
-            .map_err(|e| Error::io("failed to set mode of", tmp.path(), e))?;
+        tmp.as_file().set_permissions(Permissions::from_mode(0o600)).map_err(|e| Error::io("failed to set mode of", tmp.path(), e))?;
 
-        let mut bytes = serde_json::to_vec_pretty(doc)
-            .map_err(|e| Error::Credentials(format!("failed to encode credentials: {e}")))?;
+        let mut bytes = serde_json::to_vec_pretty(doc).map_err(|e| Error::Credentials(format!("failed to encode credentials: {e}")))?;
         bytes.push(b'\n');
-        tmp.write_all(&bytes)
-            .map_err(|e| Error::io("failed to write", tmp.path(), e))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io("failed to sync", tmp.path(), e))?;
-        tmp.persist(&self.own)
-            .map_err(|e| Error::io("failed to replace", &self.own, e.error))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io("failed to sync directory", &dir, e))?;
+        tmp.write_all(&bytes).map_err(|e| Error::io("failed to write", tmp.path(), e))?;
+        tmp.as_file().sync_all().map_err(|e| Error::io("failed to sync", tmp.path(), e))?;
+        tmp.persist(&self.own).map_err(|e| Error::io("failed to replace", &self.own, e.error))?;
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("failed to sync directory", &dir, e))?;
         Ok(())
     }
 
     /// Runs `docker-credential-<name> get` with the registry on stdin.
     fn run_helper(&self, name: &str, key: &str) -> Result<Option<Credential>> {
-        let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid {
-            return Err(Error::Credentials(format!(
-                "invalid credential helper name {name:?}"
-            )));
+            return Err(Error::Credentials(format!("invalid credential helper name {name:?}")));
         }
         let program = format!("docker-credential-{name}");
-        let exe = self.find_helper(&program).ok_or_else(|| {
-            Error::Credentials(format!("credential helper {program} not found on PATH"))
-        })?;
+        let exe = self.find_helper(&program).ok_or_else(|| Error::Credentials(format!("credential helper {program} not found on PATH")))?;
         let server = storage_key(key);
 
         let mut command = Command::new(&exe);
-        command
-            .arg("get")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = spawn(&mut command).map_err(|e| {
-            Error::Credentials(format!("failed to run credential helper {program}: {e}"))
-        })?;
+        command.arg("get").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = spawn(&mut command).map_err(|e| Error::Credentials(format!("failed to run credential helper {program}: {e}")))?;
 
         if let Some(mut stdin) = child.stdin.take() {
             // The helper may exit without reading; its answer tells what went wrong.
@@ -348,45 +293,29 @@ impl CredentialStore {
                 Err(e) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(Error::Credentials(format!(
-                        "failed to wait for credential helper {program}: {e}"
-                    )));
+                    return Err(Error::Credentials(format!("failed to wait for credential helper {program}: {e}")));
                 }
             }
         };
         // A grandchild may still hold the pipes open; do not wait for it past the deadline.
         let grace = deadline.max(Instant::now() + Duration::from_millis(500));
-        let stdout = stdout
-            .recv_timeout(grace.saturating_duration_since(Instant::now()))
-            .unwrap_or_default();
-        let stderr = stderr
-            .recv_timeout(grace.saturating_duration_since(Instant::now()))
-            .unwrap_or_default();
+        let stdout = stdout.recv_timeout(grace.saturating_duration_since(Instant::now())).unwrap_or_default();
+        let stderr = stderr.recv_timeout(grace.saturating_duration_since(Instant::now())).unwrap_or_default();
 
         if !status.success() {
             let out = String::from_utf8_lossy(&stdout);
             let err = String::from_utf8_lossy(&stderr);
             let not_found = "credentials not found";
-            if out.to_ascii_lowercase().contains(not_found)
-                || err.to_ascii_lowercase().contains(not_found)
-            {
+            if out.to_ascii_lowercase().contains(not_found) || err.to_ascii_lowercase().contains(not_found) {
                 tracing::debug!(registry = %key, helper = %program, "credential helper has no credentials");
                 return Ok(None);
             }
             // Helpers built on docker-credential-helpers print their errors on stdout; a failed
             // run never carries credentials, but skip anything that looks like a JSON answer.
             let reason = first_line(&err)
-                .or_else(|| {
-                    if out.trim_start().starts_with('{') {
-                        None
-                    } else {
-                        first_line(&out)
-                    }
-                })
+                .or_else(|| if out.trim_start().starts_with('{') { None } else { first_line(&out) })
                 .unwrap_or_else(|| status.to_string());
-            return Err(Error::Credentials(format!(
-                "credential helper {program} failed: {reason}"
-            )));
+            return Err(Error::Credentials(format!("credential helper {program} failed: {reason}")));
         }
 
         parse_helper_output(&stdout, &program, key).map(Some)
@@ -395,16 +324,12 @@ impl CredentialStore {
     fn find_helper(&self, program: &str) -> Option<PathBuf> {
         let dirs: Vec<PathBuf> = match &self.helper_path {
             Some(dirs) => dirs.clone(),
-            None => std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).collect())
-                .unwrap_or_default(),
+            None => std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default(),
         };
         dirs.into_iter()
             .filter(|dir| dir.is_absolute())
             .map(|dir| dir.join(program))
-            .find(|path| {
-                fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
+            .find(|path| fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
     }
 }
 
@@ -446,17 +371,11 @@ fn first_line(text: &str) -> Option<String> {
 /// Parses a helper's `{"ServerURL", "Username", "Secret"}` answer. Errors never quote the output.
 fn parse_helper_output(stdout: &[u8], program: &str, key: &str) -> Result<Credential> {
     let value: Value = serde_json::from_slice(stdout).map_err(|e| {
-        Error::Credentials(format!(
-            "credential helper {program} printed invalid JSON (line {} column {})",
-            e.line(),
-            e.column()
-        ))
+        Error::Credentials(format!("credential helper {program} printed invalid JSON (line {} column {})", e.line(), e.column()))
     })?;
     let field = |name: &str| value.get(name).and_then(Value::as_str);
     let (Some(username), Some(secret)) = (field("Username"), field("Secret")) else {
-        return Err(Error::Credentials(format!(
-            "credential helper {program} answered without a Username and Secret"
-        )));
+        return Err(Error::Credentials(format!("credential helper {program} answered without a Username and Secret")));
     };
     if username == HELPER_TOKEN_USERNAME {
         return Err(Error::Credentials(format!(
@@ -464,10 +383,7 @@ fn parse_helper_output(stdout: &[u8], program: &str, key: &str) -> Result<Creden
              not support; use `wasmcell login {key}` with a username and password or access token"
         )));
     }
-    Ok(Credential {
-        username: username.to_owned(),
-        secret: Secret::new(secret),
-    })
+    Ok(Credential { username: username.to_owned(), secret: Secret::new(secret) })
 }
 
 /// The file as JSON, `None` when it does not exist. Parse errors give only the position, never text.
@@ -480,25 +396,17 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Some(Value::Object(Map::new())));
     }
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        Error::Credentials(format!(
-            "{} is not valid JSON (line {} column {})",
-            path.display(),
-            e.line(),
-            e.column()
-        ))
-    })
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Credentials(format!("{} is not valid JSON (line {} column {})", path.display(), e.line(), e.column())))
 }
 
 fn as_object<'a>(doc: &'a Value, path: &Path) -> Result<&'a Map<String, Value>> {
-    doc.as_object()
-        .ok_or_else(|| Error::Credentials(format!("{} is not a JSON object", path.display())))
+    doc.as_object().ok_or_else(|| Error::Credentials(format!("{} is not a JSON object", path.display())))
 }
 
 fn auths_mut<'a>(doc: &'a mut Value, path: &Path) -> Result<&'a mut Map<String, Value>> {
-    let root = doc
-        .as_object_mut()
-        .ok_or_else(|| Error::Credentials(format!("{} is not a JSON object", path.display())))?;
+    let root = doc.as_object_mut().ok_or_else(|| Error::Credentials(format!("{} is not a JSON object", path.display())))?;
     root.entry("auths")
         .or_insert_with(|| Value::Object(Map::new()))
         .as_object_mut()
@@ -512,14 +420,9 @@ fn find_in_auths(doc: &Value, key: &str, path: &Path) -> Result<Option<Credentia
     let Some(auths) = root.get("auths") else {
         return Ok(None);
     };
-    let auths = auths.as_object().ok_or_else(|| {
-        Error::Credentials(format!("auths in {} is not an object", path.display()))
-    })?;
+    let auths = auths.as_object().ok_or_else(|| Error::Credentials(format!("auths in {} is not an object", path.display())))?;
     let preferred = storage_key(key);
-    let mut matches: Vec<(&String, &Value)> = auths
-        .iter()
-        .filter(|(k, _)| normalize_registry(k) == key)
-        .collect();
+    let mut matches: Vec<(&String, &Value)> = auths.iter().filter(|(k, _)| normalize_registry(k) == key).collect();
     matches.sort_by_key(|(k, _)| **k != preferred);
     for (entry_key, entry) in matches {
         if let Some(cred) = parse_auth_entry(entry_key, entry, path)? {
@@ -534,15 +437,8 @@ fn find_in_auths(doc: &Value, key: &str, path: &Path) -> Result<Option<Credentia
 /// `identitytoken` is an error, since wasmcell cannot use it.
 fn parse_auth_entry(entry_key: &str, entry: &Value, path: &Path) -> Result<Option<Credential>> {
     let where_ = || format!("auths entry {entry_key:?} in {}", path.display());
-    let entry = entry
-        .as_object()
-        .ok_or_else(|| Error::Credentials(format!("{} is not an object", where_())))?;
-    let text = |name: &str| {
-        entry
-            .get(name)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
+    let entry = entry.as_object().ok_or_else(|| Error::Credentials(format!("{} is not an object", where_())))?;
+    let text = |name: &str| entry.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
 
     let mut cred = None;
     if let Some(auth) = text("auth") {
@@ -551,28 +447,16 @@ fn parse_auth_entry(entry_key: &str, entry: &Value, path: &Path) -> Result<Optio
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .ok_or_else(|| Error::Credentials(format!("{}: auth is not valid base64", where_())))?;
-        let (user, pass) = decoded.split_once(':').ok_or_else(|| {
-            Error::Credentials(format!(
-                "{}: auth is not of the form user:password",
-                where_()
-            ))
-        })?;
-        cred = Some(Credential {
-            username: user.to_owned(),
-            secret: Secret::new(pass),
-        });
+        let (user, pass) =
+            decoded.split_once(':').ok_or_else(|| Error::Credentials(format!("{}: auth is not of the form user:password", where_())))?;
+        cred = Some(Credential { username: user.to_owned(), secret: Secret::new(pass) });
     } else if let Some(user) = text("username") {
         let pass = entry.get("password").and_then(Value::as_str).unwrap_or("");
-        cred = Some(Credential {
-            username: user.to_owned(),
-            secret: Secret::new(pass),
-        });
+        cred = Some(Credential { username: user.to_owned(), secret: Secret::new(pass) });
     }
 
     let has_token = text("identitytoken").is_some();
-    let usable = cred
-        .as_ref()
-        .filter(|c| !c.username.is_empty() && !c.secret.expose().is_empty());
+    let usable = cred.as_ref().filter(|c| !c.username.is_empty() && !c.secret.expose().is_empty());
     if has_token && usable.is_none() {
         return Err(Error::Credentials(format!(
             "{} holds only an identity token (identitytoken), which wasmcell does not support; \
@@ -587,9 +471,7 @@ fn parse_auth_entry(entry_key: &str, entry: &Value, path: &Path) -> Result<Optio
 fn registry_key(registry: &str) -> Result<String> {
     let key = normalize_registry(registry);
     if key.is_empty() {
-        return Err(Error::Credentials(format!(
-            "invalid registry name {registry:?}"
-        )));
+        return Err(Error::Credentials(format!("invalid registry name {registry:?}")));
     }
     Ok(key)
 }
@@ -616,11 +498,7 @@ fn normalize_registry(registry: &str) -> String {
 /// The key an entry is stored under and sent to helpers as: docker's own for Docker Hub, the host
 /// (with port) otherwise.
 fn storage_key(normalized: &str) -> String {
-    if normalized == DOCKER_HUB {
-        DOCKER_HUB_KEY.to_owned()
-    } else {
-        normalized.to_owned()
-    }
+    if normalized == DOCKER_HUB { DOCKER_HUB_KEY.to_owned() } else { normalized.to_owned() }
 }
 
 fn warn_if_loose_mode(path: &Path) {
@@ -675,18 +553,14 @@ esac
     }
 
     fn cred(user: &str, pass: &str) -> Credential {
-        Credential {
-            username: user.into(),
-            secret: Secret::new(pass),
-        }
+        Credential { username: user.into(), secret: Secret::new(pass) }
     }
 
     /// A store with no own file and the given docker config, helpers from [`helper_dir`].
     fn docker_store(dir: &Path, config: &str) -> CredentialStore {
         let config_path = dir.join("config.json");
         fs::write(&config_path, config).unwrap();
-        CredentialStore::new(dir.join("own").join("auth.json"), Some(config_path))
-            .with_helper_path(vec![helper_dir()])
+        CredentialStore::new(dir.join("own").join("auth.json"), Some(config_path)).with_helper_path(vec![helper_dir()])
     }
 
     fn mode(path: &Path) -> u32 {
@@ -720,52 +594,28 @@ esac
         let store = CredentialStore::new(own.clone(), None);
 
         assert_eq!(store.lookup("127.0.0.1:5000").unwrap(), None);
-        store
-            .save("127.0.0.1:5000", &cred("alice", "pw:with:colons"))
-            .unwrap();
-        store
-            .save("other.example.com", &cred("bob", "bobpw"))
-            .unwrap();
+        store.save("127.0.0.1:5000", &cred("alice", "pw:with:colons")).unwrap();
+        store.save("other.example.com", &cred("bob", "bobpw")).unwrap();
 
         assert_eq!(mode(&own), 0o600);
         assert_eq!(mode(own.parent().unwrap()), 0o700);
         let doc: Value = serde_json::from_slice(&fs::read(&own).unwrap()).unwrap();
-        assert_eq!(
-            doc["auths"]["127.0.0.1:5000"]["auth"],
-            b64("alice:pw:with:colons")
-        );
+        assert_eq!(doc["auths"]["127.0.0.1:5000"]["auth"], b64("alice:pw:with:colons"));
 
-        assert_eq!(
-            store.lookup("127.0.0.1:5000").unwrap(),
-            Some(cred("alice", "pw:with:colons"))
-        );
-        assert_eq!(
-            store.lookup("http://127.0.0.1:5000/v2/").unwrap(),
-            Some(cred("alice", "pw:with:colons"))
-        );
+        assert_eq!(store.lookup("127.0.0.1:5000").unwrap(), Some(cred("alice", "pw:with:colons")));
+        assert_eq!(store.lookup("http://127.0.0.1:5000/v2/").unwrap(), Some(cred("alice", "pw:with:colons")));
 
-        store
-            .save("127.0.0.1:5000", &cred("alice", "newpw"))
-            .unwrap();
-        assert_eq!(
-            store.lookup("127.0.0.1:5000").unwrap(),
-            Some(cred("alice", "newpw"))
-        );
+        store.save("127.0.0.1:5000", &cred("alice", "newpw")).unwrap();
+        assert_eq!(store.lookup("127.0.0.1:5000").unwrap(), Some(cred("alice", "newpw")));
 
         assert!(store.remove("https://127.0.0.1:5000").unwrap());
         assert!(!store.remove("127.0.0.1:5000").unwrap());
         assert_eq!(store.lookup("127.0.0.1:5000").unwrap(), None);
-        assert_eq!(
-            store.lookup("other.example.com").unwrap(),
-            Some(cred("bob", "bobpw"))
-        );
+        assert_eq!(store.lookup("other.example.com").unwrap(), Some(cred("bob", "bobpw")));
         assert_eq!(mode(&own), 0o600);
 
         // No temp files are left behind.
-        let names: Vec<_> = fs::read_dir(own.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(own.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("auth.json")]);
     }
 
@@ -773,34 +623,20 @@ esac
     fn save_keeps_unknown_entries_and_fields() {
         let dir = tempfile::tempdir().unwrap();
         let own = dir.path().join("auth.json");
-        fs::write(
-            &own,
-            r#"{"auths":{"keep.example.com":{"auth":"a2VlcDpwdw==","email":"x"}},"other":1}"#,
-        )
-        .unwrap();
+        fs::write(&own, r#"{"auths":{"keep.example.com":{"auth":"a2VlcDpwdw==","email":"x"}},"other":1}"#).unwrap();
         let store = CredentialStore::new(own.clone(), None);
         store.save("new.example.com", &cred("n", "p")).unwrap();
         let doc: Value = serde_json::from_slice(&fs::read(&own).unwrap()).unwrap();
         assert_eq!(doc["other"], 1);
         assert_eq!(doc["auths"]["keep.example.com"]["email"], "x");
-        assert_eq!(
-            store.lookup("keep.example.com").unwrap(),
-            Some(cred("keep", "pw"))
-        );
+        assert_eq!(store.lookup("keep.example.com").unwrap(), Some(cred("keep", "pw")));
     }
 
     #[test]
     fn loose_mode_is_read_then_fixed_on_save() {
         let dir = tempfile::tempdir().unwrap();
         let own = dir.path().join("auth.json");
-        fs::write(
-            &own,
-            format!(
-                r#"{{"auths":{{"r.example.com":{{"auth":"{}"}}}}}}"#,
-                b64("u:p")
-            ),
-        )
-        .unwrap();
+        fs::write(&own, format!(r#"{{"auths":{{"r.example.com":{{"auth":"{}"}}}}}}"#, b64("u:p"))).unwrap();
         fs::set_permissions(&own, Permissions::from_mode(0o644)).unwrap();
         let store = CredentialStore::new(own.clone(), None);
         assert_eq!(store.lookup("r.example.com").unwrap(), Some(cred("u", "p")));
@@ -822,10 +658,7 @@ esac
     #[test]
     fn missing_files_mean_no_credentials() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CredentialStore::new(
-            dir.path().join("nope.json"),
-            Some(dir.path().join("missing/config.json")),
-        );
+        let store = CredentialStore::new(dir.path().join("nope.json"), Some(dir.path().join("missing/config.json")));
         assert_eq!(store.lookup("r.example.com").unwrap(), None);
         assert!(!store.remove("r.example.com").unwrap());
     }
@@ -845,90 +678,41 @@ esac
     #[test]
     fn own_file_wins_over_docker_config() {
         let dir = tempfile::tempdir().unwrap();
-        let store = docker_store(
-            dir.path(),
-            &format!(
-                r#"{{"auths":{{"r.example.com":{{"auth":"{}"}}}}}}"#,
-                b64("docker:dpw")
-            ),
-        );
-        assert_eq!(
-            store.lookup("r.example.com").unwrap(),
-            Some(cred("docker", "dpw"))
-        );
+        let store = docker_store(dir.path(), &format!(r#"{{"auths":{{"r.example.com":{{"auth":"{}"}}}}}}"#, b64("docker:dpw")));
+        assert_eq!(store.lookup("r.example.com").unwrap(), Some(cred("docker", "dpw")));
         store.save("r.example.com", &cred("own", "opw")).unwrap();
-        assert_eq!(
-            store.lookup("r.example.com").unwrap(),
-            Some(cred("own", "opw"))
-        );
+        assert_eq!(store.lookup("r.example.com").unwrap(), Some(cred("own", "opw")));
     }
 
     #[test]
     fn docker_auths_auth_field() {
         let dir = tempfile::tempdir().unwrap();
-        let store = docker_store(
-            dir.path(),
-            &format!(
-                r#"{{"auths":{{"registry.example.com:5000":{{"auth":"{}"}}}}}}"#,
-                b64("alice:s3cret")
-            ),
-        );
-        assert_eq!(
-            store.lookup("registry.example.com:5000").unwrap(),
-            Some(cred("alice", "s3cret"))
-        );
+        let store =
+            docker_store(dir.path(), &format!(r#"{{"auths":{{"registry.example.com:5000":{{"auth":"{}"}}}}}}"#, b64("alice:s3cret")));
+        assert_eq!(store.lookup("registry.example.com:5000").unwrap(), Some(cred("alice", "s3cret")));
         assert_eq!(store.lookup("registry.example.com").unwrap(), None);
     }
 
     #[test]
     fn docker_auths_username_password() {
         let dir = tempfile::tempdir().unwrap();
-        let store = docker_store(
-            dir.path(),
-            r#"{"auths":{"registry.example.com":{"username":"bob","password":"pw"}}}"#,
-        );
-        assert_eq!(
-            store.lookup("registry.example.com").unwrap(),
-            Some(cred("bob", "pw"))
-        );
+        let store = docker_store(dir.path(), r#"{"auths":{"registry.example.com":{"username":"bob","password":"pw"}}}"#);
+        assert_eq!(store.lookup("registry.example.com").unwrap(), Some(cred("bob", "pw")));
     }
 
     #[test]
     fn docker_io_aliases_match_docker_hub_key() {
         let dir = tempfile::tempdir().unwrap();
-        let store = docker_store(
-            dir.path(),
-            &format!(
-                r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{}"}}}}}}"#,
-                b64("hub:hubpw")
-            ),
-        );
-        for name in [
-            "docker.io",
-            "index.docker.io",
-            "registry-1.docker.io",
-            "https://registry-1.docker.io/v2/",
-        ] {
-            assert_eq!(
-                store.lookup(name).unwrap(),
-                Some(cred("hub", "hubpw")),
-                "{name}"
-            );
+        let store =
+            docker_store(dir.path(), &format!(r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{}"}}}}}}"#, b64("hub:hubpw")));
+        for name in ["docker.io", "index.docker.io", "registry-1.docker.io", "https://registry-1.docker.io/v2/"] {
+            assert_eq!(store.lookup(name).unwrap(), Some(cred("hub", "hubpw")), "{name}");
         }
         // Saving for Docker Hub uses docker's key, and replaces other spellings.
         let own = dir.path().join("own").join("auth.json");
         fs::create_dir_all(own.parent().unwrap()).unwrap();
-        fs::write(
-            &own,
-            format!(
-                r#"{{"auths":{{"docker.io":{{"auth":"{}"}}}}}}"#,
-                b64("old:old")
-            ),
-        )
-        .unwrap();
-        store
-            .save("registry-1.docker.io", &cred("me", "mine"))
-            .unwrap();
+        fs::write(&own, format!(r#"{{"auths":{{"docker.io":{{"auth":"{}"}}}}}}"#, b64("old:old"))).unwrap();
+        store.save("registry-1.docker.io", &cred("me", "mine")).unwrap();
         let doc: Value = serde_json::from_slice(&fs::read(&own).unwrap()).unwrap();
         let keys: Vec<_> = doc["auths"].as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, vec![DOCKER_HUB_KEY.to_owned()]);
@@ -946,32 +730,15 @@ esac
                 b64("p:ppw")
             ),
         );
-        assert_eq!(
-            store.lookup("secure.example.com").unwrap(),
-            Some(cred("s", "spw"))
-        );
-        assert_eq!(
-            store.lookup("plain.example.com:8080").unwrap(),
-            Some(cred("p", "ppw"))
-        );
-        assert_eq!(
-            store
-                .lookup("https://plain.example.com:8080/some/repo")
-                .unwrap(),
-            Some(cred("p", "ppw"))
-        );
+        assert_eq!(store.lookup("secure.example.com").unwrap(), Some(cred("s", "spw")));
+        assert_eq!(store.lookup("plain.example.com:8080").unwrap(), Some(cred("p", "ppw")));
+        assert_eq!(store.lookup("https://plain.example.com:8080/some/repo").unwrap(), Some(cred("p", "ppw")));
     }
 
     #[test]
     fn normalize_registry_forms() {
-        assert_eq!(
-            normalize_registry("https://index.docker.io/v1/"),
-            "docker.io"
-        );
-        assert_eq!(
-            normalize_registry("HTTP://LocalHost:5000/v2"),
-            "localhost:5000"
-        );
+        assert_eq!(normalize_registry("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(normalize_registry("HTTP://LocalHost:5000/v2"), "localhost:5000");
         assert_eq!(normalize_registry("ghcr.io/owner/repo"), "ghcr.io");
         assert_eq!(normalize_registry("  127.0.0.1:5000 "), "127.0.0.1:5000");
         assert!(registry_key("https://").is_err());
@@ -980,10 +747,7 @@ esac
     #[test]
     fn identitytoken_only_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let store = docker_store(
-            dir.path(),
-            r#"{"auths":{"acr.example.com":{"identitytoken":"tok-secret-value"}}}"#,
-        );
+        let store = docker_store(dir.path(), r#"{"auths":{"acr.example.com":{"identitytoken":"tok-secret-value"}}}"#);
         let err = store.lookup("acr.example.com").unwrap_err();
         assert!(matches!(err, Error::Credentials(_)), "{err}");
         let msg = err.to_string();
@@ -994,14 +758,8 @@ esac
     #[test]
     fn empty_auths_entry_falls_through_to_creds_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = docker_store(
-            dir.path(),
-            r#"{"auths":{"helper.example.com":{}},"credsStore":"wctest"}"#,
-        );
-        assert_eq!(
-            store.lookup("helper.example.com").unwrap(),
-            Some(cred("helperuser", "helper-secret"))
-        );
+        let store = docker_store(dir.path(), r#"{"auths":{"helper.example.com":{}},"credsStore":"wctest"}"#);
+        assert_eq!(store.lookup("helper.example.com").unwrap(), Some(cred("helperuser", "helper-secret")));
     }
 
     #[test]
@@ -1016,15 +774,9 @@ esac
             ),
         );
         // credHelpers comes before auths.
-        assert_eq!(
-            store.lookup("helper.example.com").unwrap(),
-            Some(cred("helperuser", "helper-secret"))
-        );
+        assert_eq!(store.lookup("helper.example.com").unwrap(), Some(cred("helperuser", "helper-secret")));
         // Docker Hub is sent to the helper under docker's key.
-        assert_eq!(
-            store.lookup("docker.io").unwrap(),
-            Some(cred("helperuser", "helper-secret"))
-        );
+        assert_eq!(store.lookup("docker.io").unwrap(), Some(cred("helperuser", "helper-secret")));
         // A registry without a credHelpers entry never runs the helper.
         assert_eq!(store.lookup("unknown.example.com").unwrap(), None);
     }
@@ -1040,20 +792,14 @@ esac
                 b64("fromauths:pw")
             ),
         );
-        assert_eq!(
-            store.lookup("elsewhere.example.com").unwrap(),
-            Some(cred("fromauths", "pw"))
-        );
+        assert_eq!(store.lookup("elsewhere.example.com").unwrap(), Some(cred("fromauths", "pw")));
     }
 
     #[test]
     fn creds_store_known_and_not_found() {
         let dir = tempfile::tempdir().unwrap();
         let store = docker_store(dir.path(), r#"{"credsStore":"wctest"}"#);
-        assert_eq!(
-            store.lookup("https://helper.example.com").unwrap(),
-            Some(cred("helperuser", "helper-secret"))
-        );
+        assert_eq!(store.lookup("https://helper.example.com").unwrap(), Some(cred("helperuser", "helper-secret")));
         assert_eq!(store.lookup("nothing.example.com").unwrap(), None);
     }
 
@@ -1092,16 +838,11 @@ esac
     #[test]
     fn hanging_helper_is_killed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = docker_store(dir.path(), r#"{"credsStore":"wctest"}"#)
-            .with_helper_timeout(Duration::from_millis(300));
+        let store = docker_store(dir.path(), r#"{"credsStore":"wctest"}"#).with_helper_timeout(Duration::from_millis(300));
         let start = Instant::now();
         let msg = store.lookup("hang.example.com").unwrap_err().to_string();
         assert!(msg.contains("did not answer"), "{msg}");
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     }
 
     #[test]
@@ -1111,10 +852,7 @@ esac
         assert_eq!(s.own, PathBuf::from("/h/.wasmcell/auth.json"));
         assert_eq!(s.docker_config, Some(PathBuf::from("/dc/config.json")));
         let s = CredentialStore::from_vars(home, None, Some("/home/u".into()));
-        assert_eq!(
-            s.docker_config,
-            Some(PathBuf::from("/home/u/.docker/config.json"))
-        );
+        assert_eq!(s.docker_config, Some(PathBuf::from("/home/u/.docker/config.json")));
         let s = CredentialStore::from_vars(home, Some("".into()), None);
         assert_eq!(s.docker_config, None);
     }

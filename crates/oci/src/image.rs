@@ -98,13 +98,9 @@ impl Content {
             media_type: Option<String>,
             manifests: Option<serde_json::Value>,
         }
-        let probe: Probe = serde_json::from_slice(bytes)
-            .map_err(|e| Error::InvalidImage(format!("manifest is not JSON: {e}")))?;
+        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| Error::InvalidImage(format!("manifest is not JSON: {e}")))?;
         if probe.schema_version != Some(2) {
-            return Err(Error::InvalidImage(format!(
-                "unsupported manifest schema version {:?} (only 2)",
-                probe.schema_version
-            )));
+            return Err(Error::InvalidImage(format!("unsupported manifest schema version {:?} (only 2)", probe.schema_version)));
         }
         let media_type = probe.media_type.as_deref().or(media_type).filter(|m| !m.is_empty() && !m.starts_with("application/json"));
         let is_index = match media_type {
@@ -136,18 +132,15 @@ fn wasm_platform_rank(p: &Platform) -> Option<u8> {
 /// Picks the wasm platform's manifest from an index. An index whose only entry has no platform
 /// (as artifact tools write) yields that entry.
 pub fn choose_platform(index: &Index) -> Result<&Descriptor> {
-    let best = index
-        .manifests
-        .iter()
-        .filter_map(|d| Some((wasm_platform_rank(d.platform.as_ref()?)?, d)))
-        .max_by_key(|(rank, _)| *rank);
+    let best = index.manifests.iter().filter_map(|d| Some((wasm_platform_rank(d.platform.as_ref()?)?, d))).max_by_key(|(rank, _)| *rank);
     if let Some((_, d)) = best {
         return Ok(d);
     }
     if let [only] = index.manifests.as_slice()
-        && only.platform.is_none() {
-            return Ok(only);
-        }
+        && only.platform.is_none()
+    {
+        return Ok(only);
+    }
     let platforms: Vec<String> = index
         .manifests
         .iter()
@@ -264,8 +257,8 @@ pub fn classify(manifest: Manifest, config: &[u8], from_wasm_platform: bool) -> 
                 wasm_layers.len()
             )));
         }
-        let wasm_config: WasmConfig = serde_json::from_slice(config)
-            .map_err(|e| Error::InvalidImage(format!("malformed {WASM_CONFIG} config: {e}")))?;
+        let wasm_config: WasmConfig =
+            serde_json::from_slice(config).map_err(|e| Error::InvalidImage(format!("malformed {WASM_CONFIG} config: {e}")))?;
         let layer = wasm_layers[0].clone();
         return Ok(Image {
             kind: ImageKind::Artifact,
@@ -283,25 +276,18 @@ pub fn classify(manifest: Manifest, config: &[u8], from_wasm_platform: bool) -> 
     if manifest.config.media_type != OCI_CONFIG && manifest.config.media_type != DOCKER_CONFIG {
         return Err(Error::UnsupportedMediaType(manifest.config.media_type.clone()));
     }
-    let image_config: ImageConfig = serde_json::from_slice(config)
-        .map_err(|e| Error::InvalidImage(format!("malformed image config: {e}")))?;
+    let image_config: ImageConfig =
+        serde_json::from_slice(config).map_err(|e| Error::InvalidImage(format!("malformed image config: {e}")))?;
     let cc = image_config.config.clone().unwrap_or_default();
     let entrypoint = cc.entrypoint.unwrap_or_default();
     let cmd = cc.cmd.unwrap_or_default();
     let env = cc.env.unwrap_or_default();
     let wasm_platform = from_wasm_platform
-        || wasm_platform_rank(&Platform {
-            architecture: image_config.architecture.clone(),
-            os: image_config.os.clone(),
-            variant: None,
-        })
-        .is_some();
+        || wasm_platform_rank(&Platform { architecture: image_config.architecture.clone(), os: image_config.os.clone(), variant: None })
+            .is_some();
 
-    let wasm_layers: Vec<&Descriptor> = manifest
-        .layers
-        .iter()
-        .filter(|l| l.media_type == WASM_LAYER || l.media_type == COMPONENT_LAYER)
-        .collect();
+    let wasm_layers: Vec<&Descriptor> =
+        manifest.layers.iter().filter(|l| l.media_type == WASM_LAYER || l.media_type == COMPONENT_LAYER).collect();
     if !wasm_layers.is_empty() {
         if image_config.architecture != "wasm" {
             return Err(Error::InvalidImage(format!(
@@ -431,22 +417,18 @@ pub fn wasm_facts(wasm: &[u8]) -> Result<WasmFacts> {
         }
     }
     if facts.is_component
-        && let Ok(wit_component::DecodedWasm::Component(resolve, world)) = wit_component::decode(wasm) {
-            let world = &resolve.worlds[world];
-            facts.imports = world.imports.keys().map(|k| resolve.name_world_key(k)).collect();
-            facts.exports = world.exports.keys().map(|k| resolve.name_world_key(k)).collect();
-        }
+        && let Ok(wit_component::DecodedWasm::Component(resolve, world)) = wit_component::decode(wasm)
+    {
+        let world = &resolve.worlds[world];
+        facts.imports = world.imports.keys().map(|k| resolve.name_world_key(k)).collect();
+        facts.exports = world.exports.keys().map(|k| resolve.name_world_key(k)).collect();
+    }
     Ok(facts)
 }
 
 /// Builds the CNCF Wasm artifact for `wasm`. `title` names the layer (usually the file name);
 /// `annotations` (from `--annotation`) override those read from the binary.
-pub fn build_artifact(
-    wasm: &[u8],
-    title: &str,
-    annotations: &BTreeMap<String, String>,
-    created: &str,
-) -> Result<Artifact> {
+pub fn build_artifact(wasm: &[u8], title: &str, annotations: &BTreeMap<String, String>, created: &str) -> Result<Artifact> {
     let facts = wasm_facts(wasm)?;
     let layer_digest = Digest::of(wasm);
     let config = WasmConfig {
@@ -531,7 +513,13 @@ mod tests {
     }
 
     fn manifest(config_type: &str, layers: &[&str], annotations: &[(&str, &str)]) -> Manifest {
-        let d = |t: &str| Descriptor { media_type: t.into(), digest: Digest::of(t.as_bytes()), size: 1, platform: None, annotations: BTreeMap::new() };
+        let d = |t: &str| Descriptor {
+            media_type: t.into(),
+            digest: Digest::of(t.as_bytes()),
+            size: 1,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
         Manifest {
             schema_version: 2,
             media_type: Some(OCI_MANIFEST.into()),
@@ -561,12 +549,13 @@ mod tests {
         assert!(err.to_string().contains("not a wasm image"), "{err}");
         let wasi_cfg = br#"{"architecture":"wasm","os":"wasi","config":{"Cmd":["/app.wasm"]}}"#;
         assert_eq!(classify(manifest(OCI_CONFIG, &[tar], &[]), wasi_cfg, false).unwrap().kind, ImageKind::Compat);
+        assert!(matches!(classify(manifest("application/x-unknown", &[tar], &[]), wasi_cfg, false), Err(Error::UnsupportedMediaType(_))));
         assert!(matches!(
-            classify(manifest("application/x-unknown", &[tar], &[]), wasi_cfg, false),
-            Err(Error::UnsupportedMediaType(_))
-        ));
-        assert!(matches!(
-            classify(manifest(OCI_CONFIG, &["application/vnd.oci.image.layer.v1.tar+zstd-unknown+x"], &[(VARIANT_ANNOTATION, "compat")]), compat_cfg, false),
+            classify(
+                manifest(OCI_CONFIG, &["application/vnd.oci.image.layer.v1.tar+zstd-unknown+x"], &[(VARIANT_ANNOTATION, "compat")]),
+                compat_cfg,
+                false
+            ),
             Err(Error::UnsupportedMediaType(_)) | Ok(_)
         ));
     }

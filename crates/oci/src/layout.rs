@@ -24,7 +24,8 @@ pub fn save(store: &Store, images: &[(Reference, ImageRecord)], out: impl Write)
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Deterministic);
     let mut written = std::collections::BTreeSet::new();
-    let mut index = Index { schema_version: 2, media_type: Some(image::OCI_INDEX.into()), manifests: Vec::new(), annotations: BTreeMap::new() };
+    let mut index =
+        Index { schema_version: 2, media_type: Some(image::OCI_INDEX.into()), manifests: Vec::new(), annotations: BTreeMap::new() };
     let tar_err = |e: std::io::Error| Error::io("failed to write archive", "-", e);
 
     append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(tar_err)?;
@@ -102,7 +103,9 @@ pub fn load(store: &Store, input: impl Read, name: Option<&Reference>) -> Result
             }
             index_bytes = Some(bytes);
         } else if let Some(hex) = path.strip_prefix("blobs/sha256/") {
-            let digest: Digest = format!("sha256:{hex}").parse().map_err(|_| Error::InvalidImage(format!("archive entry {path:?} is not named by a sha256 digest")))?;
+            let digest: Digest = format!("sha256:{hex}")
+                .parse()
+                .map_err(|_| Error::InvalidImage(format!("archive entry {path:?} is not named by a sha256 digest")))?;
             let size = entry.header().size().map_err(bad)?;
             if !store.has(&digest) {
                 let mut ingest = store.ingest()?;
@@ -166,8 +169,9 @@ fn entry_name(entry: &Descriptor) -> Result<Reference> {
         return n.parse();
     }
     if let Some(n) = entry.annotations.get(REF_NAME_ANNOTATION)
-        && n.contains('/') {
-            return n.parse();
-        }
+        && n.contains('/')
+    {
+        return n.parse();
+    }
     Err(Error::InvalidImage(format!("image {} in the archive has no name; give one with --name", entry.digest)))
 }

@@ -42,11 +42,7 @@ impl Reference {
     /// The same repository at another digest.
     pub fn with_digest(&self, digest: &Digest) -> Reference {
         Reference {
-            inner: oci_client::Reference::with_digest(
-                self.registry().to_string(),
-                self.repository().to_string(),
-                digest.to_string(),
-            ),
+            inner: oci_client::Reference::with_digest(self.registry().to_string(), self.repository().to_string(), digest.to_string()),
         }
     }
 
@@ -54,8 +50,7 @@ impl Reference {
     /// registries spoken to over plain HTTP unless the user says `--insecure`.
     pub fn is_loopback(&self) -> bool {
         let host = registry_host(self.registry());
-        host == "localhost"
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     /// The oci-client view of this reference.

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
+use oci_client::RegistryOperation;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
-use oci_client::RegistryOperation;
 
 use crate::auth::CredentialStore;
 use crate::digest::Digest;
@@ -111,11 +111,7 @@ impl Client {
         // rustls needs its crypto provider chosen once per process (ring; see Cargo.toml).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let plain = options.insecure || reference.is_loopback();
-        let protocol = if plain {
-            ClientProtocol::HttpsExcept(vec![reference.registry().to_string()])
-        } else {
-            ClientProtocol::Https
-        };
+        let protocol = if plain { ClientProtocol::HttpsExcept(vec![reference.registry().to_string()]) } else { ClientProtocol::Https };
         let config = ClientConfig {
             protocol,
             use_monolithic_push: true,
@@ -159,10 +155,8 @@ impl Client {
         }
         let auth = self.registry_auth(reference)?;
         let op = if push { RegistryOperation::Push } else { RegistryOperation::Pull };
-        let token = self
-            .retry(|| self.oci.auth(reference.as_oci(), &auth, op))
-            .await
-            .map_err(|e| self.map_err(reference, "authorization", e))?;
+        let token =
+            self.retry(|| self.oci.auth(reference.as_oci(), &auth, op)).await.map_err(|e| self.map_err(reference, "authorization", e))?;
         let header = match (token, &auth) {
             (Some(token), _) => Some(format!("Bearer {token}")),
             (None, RegistryAuth::Basic(user, pass)) => {
@@ -206,13 +200,8 @@ impl Client {
     /// GETs a manifest (by tag or digest) under the size limit, checking its digest.
     /// Returns the bytes, the media type the registry gave, and the digest.
     async fn get_manifest(&self, reference: &Reference, tag_or_digest: &str) -> Result<(Vec<u8>, Option<String>, Digest)> {
-        let url = format!(
-            "{}://{}/v2/{}/manifests/{}",
-            self.scheme(reference),
-            reference.registry(),
-            reference.repository(),
-            tag_or_digest
-        );
+        let url =
+            format!("{}://{}/v2/{}/manifests/{}", self.scheme(reference), reference.registry(), reference.repository(), tag_or_digest);
         let mut delay = self.options.backoff;
         let mut attempt = 1;
         loop {
@@ -265,11 +254,8 @@ impl Client {
         if resp.content_length().is_some_and(|n| n > MAX_MANIFEST_BYTES) {
             return Ok(Err(Error::TooLarge { what: format!("manifest of {reference}"), limit: MAX_MANIFEST_BYTES }));
         }
-        let media_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+        let media_type =
+            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
         let header_digest = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
         let mut body = Vec::new();
         let mut stream = resp.bytes_stream();
@@ -288,9 +274,10 @@ impl Client {
         // any, must agree with what arrived.
         let expected = if tag_or_digest.starts_with("sha256:") { Some(tag_or_digest.to_string()) } else { header_digest };
         if let Some(expected) = expected
-            && expected != actual.to_string() {
-                return Ok(Err(Error::DigestMismatch { what: format!("manifest of {reference}"), expected, actual: actual.to_string() }));
-            }
+            && expected != actual.to_string()
+        {
+            return Ok(Err(Error::DigestMismatch { what: format!("manifest of {reference}"), expected, actual: actual.to_string() }));
+        }
         Ok(Ok((body, media_type, actual)))
     }
 
@@ -446,7 +433,11 @@ impl Client {
                 Err(e) => return Err((Error::Registry(format!("{what}: {}", error_chain(&e))), true)),
             };
             if ingest.len() + chunk.len() as u64 > desc.size {
-                return Err(fatal(Error::SizeMismatch { what: what.to_string(), expected: desc.size, actual: ingest.len() + chunk.len() as u64 }));
+                return Err(fatal(Error::SizeMismatch {
+                    what: what.to_string(),
+                    expected: desc.size,
+                    actual: ingest.len() + chunk.len() as u64,
+                }));
             }
             ingest.write_all(&chunk).map_err(|e| fatal(Error::io("failed to write", store.root().join("ingest"), e)))?;
             self.emit(Event::Advance { digest: desc.digest.clone(), bytes: chunk.len() as u64 });
@@ -478,10 +469,8 @@ impl Client {
             blobs_mounted: 0,
             blobs_present: 0,
         };
-        let sources: Vec<&Reference> = mount_from
-            .iter()
-            .filter(|s| s.registry() == reference.registry() && s.repository() != reference.repository())
-            .collect();
+        let sources: Vec<&Reference> =
+            mount_from.iter().filter(|s| s.registry() == reference.registry() && s.repository() != reference.repository()).collect();
         let blobs: Vec<Descriptor> = manifest.layers.iter().cloned().chain([manifest.config.clone()]).collect();
         for desc in blobs {
             let digest = desc.digest.to_string();
@@ -573,7 +562,9 @@ struct Retry(Error);
 fn retryable(e: &OciDistributionError) -> bool {
     match e {
         OciDistributionError::ServerError { code, .. } => *code >= 500,
-        OciDistributionError::RequestError(e) => e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.status().is_some_and(|s| s.is_server_error()),
+        OciDistributionError::RequestError(e) => {
+            e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.status().is_some_and(|s| s.is_server_error())
+        }
         OciDistributionError::IoError(_) => true,
         _ => false,
     }
@@ -609,7 +600,9 @@ fn map_oci_error(reference: &Reference, what: &str, e: OciDistributionError, had
         OciDistributionError::ServerError { code: 404, .. } => Error::RemoteNotFound { what: "blob", name: what.to_string() },
         OciDistributionError::ServerError { code: 401 | 403, .. } => unauthorized(reference, had_credentials),
         OciDistributionError::ServerError { code, .. } => Error::Registry(format!("{what}: HTTP {code}")),
-        OciDistributionError::DigestError(d) => Error::DigestMismatch { what: what.to_string(), expected: String::new(), actual: d.to_string() },
+        OciDistributionError::DigestError(d) => {
+            Error::DigestMismatch { what: what.to_string(), expected: String::new(), actual: d.to_string() }
+        }
         OciDistributionError::RequestError(r) => match r.status().map(|s| s.as_u16()) {
             Some(401 | 403) => unauthorized(reference, had_credentials),
             Some(404) => Error::RemoteNotFound { what: "blob", name: what.to_string() },

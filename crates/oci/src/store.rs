@@ -139,13 +139,7 @@ impl Store {
 
     fn lock_file(&self, name: &str) -> Result<File> {
         let path = self.root.join(name);
-        File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io("failed to open", &path, e))
+        File::options().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| Error::io("failed to open", &path, e))
     }
 
     /// Starts writing a blob.
@@ -180,18 +174,13 @@ impl Store {
     pub fn read_small(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
         let path = self.blob_path(digest);
         let mut bytes = Vec::new();
-        self.open_blob(digest)?
-            .take(limit + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io("failed to read", &path, e))?;
+        self.open_blob(digest)?.take(limit + 1).read_to_end(&mut bytes).map_err(|e| Error::io("failed to read", &path, e))?;
         if bytes.len() as u64 > limit {
             return Err(Error::TooLarge { what: format!("blob {digest}"), limit });
         }
         let actual = Digest::of(&bytes);
         if &actual != digest {
-            return Err(Error::Corrupt(format!(
-                "blob {digest} has content {actual}; run `wasmcell system check --repair` and pull again"
-            )));
+            return Err(Error::Corrupt(format!("blob {digest} has content {actual}; run `wasmcell system check --repair` and pull again")));
         }
         Ok(bytes)
     }
@@ -205,8 +194,7 @@ impl Store {
     fn read_names(&self) -> Result<Names> {
         let path = self.names_path();
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Names::default()),
             Err(e) => Err(Error::io("failed to read", &path, e)),
         }
@@ -277,9 +265,10 @@ impl Store {
             }
             // Only manifests and indexes have children; anything bigger or not JSON has none.
             if self.size(&d).unwrap_or(u64::MAX) <= MAX_MANIFEST_BYTES
-                && let Ok(bytes) = self.read_small(&d, MAX_MANIFEST_BYTES) {
-                    todo.extend(children(&bytes));
-                }
+                && let Ok(bytes) = self.read_small(&d, MAX_MANIFEST_BYTES)
+            {
+                todo.extend(children(&bytes));
+            }
         }
         Ok(seen)
     }
@@ -399,18 +388,16 @@ impl Ingest {
         let path = self.file.path().to_path_buf();
         self.file.flush().map_err(|e| Error::io("failed to write", &path, e))?;
         if let Some(size) = size
-            && size != self.hasher.len() {
-                return Err(Error::SizeMismatch { what: what.to_string(), expected: size, actual: self.hasher.len() });
-            }
+            && size != self.hasher.len()
+        {
+            return Err(Error::SizeMismatch { what: what.to_string(), expected: size, actual: self.hasher.len() });
+        }
         let actual = self.hasher.clone().finish();
         if let Some(expected) = expected
-            && expected != &actual {
-                return Err(Error::DigestMismatch {
-                    what: what.to_string(),
-                    expected: expected.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
+            && expected != &actual
+        {
+            return Err(Error::DigestMismatch { what: what.to_string(), expected: expected.to_string(), actual: actual.to_string() });
+        }
         self.file.as_file().sync_all().map_err(|e| Error::io("failed to sync", &path, e))?;
         let mut perms = self.file.as_file().metadata().map_err(|e| Error::io("failed to stat", &path, e))?.permissions();
         perms.set_readonly(true);
@@ -451,12 +438,7 @@ pub fn children(bytes: &[u8]) -> Vec<Digest> {
     let Ok(any) = serde_json::from_slice::<Any>(bytes) else {
         return Vec::new();
     };
-    any.config
-        .into_iter()
-        .chain(any.layers)
-        .chain(any.manifests)
-        .filter_map(|p| p.digest.parse().ok())
-        .collect()
+    any.config.into_iter().chain(any.layers).chain(any.manifests).filter_map(|p| p.digest.parse().ok()).collect()
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
@@ -523,7 +505,13 @@ mod tests {
         let unused = store.put(b"unused", None).unwrap();
         let m = manifest(&config, &[&layer]);
         let md = store.put(&m, None).unwrap();
-        let desc = Descriptor { media_type: "application/vnd.oci.image.manifest.v1+json".into(), digest: md.clone(), size: m.len() as u64, platform: None, annotations: Default::default() };
+        let desc = Descriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: md.clone(),
+            size: m.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        };
         store.set_name("r/a:1", desc.clone(), md.clone()).unwrap();
         store.set_name("r/a:2", desc.clone(), md.clone()).unwrap();
         assert_eq!(store.names().unwrap().len(), 2);

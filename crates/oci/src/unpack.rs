@@ -113,8 +113,7 @@ pub fn unpack_rootfs(layers: &[Layer<'_>], dest: &Path, limits: &Limits) -> Resu
     }
     let written = unpacker.written;
     check_symlinks(tmp.path())?;
-    fs::set_permissions(tmp.path(), Permissions::from_mode(0o755))
-        .map_err(|e| Error::io("failed to set permissions of", tmp.path(), e))?;
+    fs::set_permissions(tmp.path(), Permissions::from_mode(0o755)).map_err(|e| Error::io("failed to set permissions of", tmp.path(), e))?;
 
     let built = tmp.keep();
     if let Err(e) = fs::rename(&built, dest) {
@@ -143,8 +142,7 @@ struct Unpacker<'r> {
 
 impl<'r> Unpacker<'r> {
     fn new(root: &'r Path, limits: Limits) -> Self {
-        let stream_limit =
-            limits.max_bytes.saturating_add(limits.max_entries.saturating_mul(STREAM_OVERHEAD_PER_ENTRY));
+        let stream_limit = limits.max_bytes.saturating_add(limits.max_entries.saturating_mul(STREAM_OVERHEAD_PER_ENTRY));
         Unpacker {
             root,
             limits,
@@ -168,10 +166,7 @@ impl<'r> Unpacker<'r> {
         let reader: Box<dyn Read> = if head.starts_with(GZIP_MAGIC) {
             Box::new(flate2::read::MultiGzDecoder::new(file))
         } else if head.starts_with(ZSTD_MAGIC) {
-            return Err(Error::UnsupportedMediaType(format!(
-                "{} (zstd-compressed content)",
-                layer.media_type
-            )));
+            return Err(Error::UnsupportedMediaType(format!("{} (zstd-compressed content)", layer.media_type)));
         } else {
             Box::new(file)
         };
@@ -183,10 +178,7 @@ impl<'r> Unpacker<'r> {
         let result = self.entries_of(&mut archive, layer.path);
         self.stream_left = left.get();
         if exceeded.get() {
-            return Err(Error::TooLarge {
-                what: "decompressed layers".to_string(),
-                limit: self.stream_limit,
-            });
+            return Err(Error::TooLarge { what: "decompressed layers".to_string(), limit: self.stream_limit });
         }
         result
     }
@@ -197,10 +189,7 @@ impl<'r> Unpacker<'r> {
             let mut entry = entry.map_err(read_err)?;
             self.entries += 1;
             if self.entries > self.limits.max_entries {
-                return Err(Error::TooManyEntries {
-                    what: "image layers".to_string(),
-                    limit: self.limits.max_entries,
-                });
+                return Err(Error::TooManyEntries { what: "image layers".to_string(), limit: self.limits.max_entries });
             }
             self.entry(&mut entry, layer)?;
         }
@@ -213,10 +202,8 @@ impl<'r> Unpacker<'r> {
             return Ok(());
         }
         let raw = entry.path_bytes().into_owned();
-        let unsafe_entry = |reason: &str| Error::UnsafeLayer {
-            path: String::from_utf8_lossy(&raw).into_owned(),
-            reason: reason.to_string(),
-        };
+        let unsafe_entry =
+            |reason: &str| Error::UnsafeLayer { path: String::from_utf8_lossy(&raw).into_owned(), reason: reason.to_string() };
         let rel = normalize(&raw).map_err(unsafe_entry)?;
 
         let name = rel.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
@@ -300,8 +287,7 @@ impl<'r> Unpacker<'r> {
             file.write_all(&self.buf[..n]).map_err(|e| Error::io("failed to write", &path, e))?;
         }
         // fchmod on the open file: exact bits whatever the umask, and no path lookup.
-        file.set_permissions(Permissions::from_mode(mode))
-            .map_err(|e| Error::io("failed to set permissions of", &path, e))?;
+        file.set_permissions(Permissions::from_mode(mode)).map_err(|e| Error::io("failed to set permissions of", &path, e))?;
         Ok(())
     }
 
@@ -310,8 +296,7 @@ impl<'r> Unpacker<'r> {
         if !self.prepare(rel, true, unsafe_entry)? {
             fs::create_dir(&path).map_err(|e| Error::io("failed to create directory", &path, e))?;
         }
-        fs::set_permissions(&path, Permissions::from_mode(0o755))
-            .map_err(|e| Error::io("failed to set permissions of", &path, e))
+        fs::set_permissions(&path, Permissions::from_mode(0o755)).map_err(|e| Error::io("failed to set permissions of", &path, e))
     }
 
     fn symlink(&mut self, rel: &Path, target: &[u8], unsafe_entry: &dyn Fn(&str) -> Error) -> Result<()> {
@@ -336,13 +321,11 @@ impl<'r> Unpacker<'r> {
         }
         self.prepare(rel, false, unsafe_entry)?;
         let path = self.root.join(rel);
-        std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
-            .map_err(|e| Error::io("failed to create symlink", &path, e))
+        std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(|e| Error::io("failed to create symlink", &path, e))
     }
 
     fn hard_link(&mut self, rel: &Path, target: &[u8], unsafe_entry: &dyn Fn(&str) -> Error) -> Result<()> {
-        let target_rel =
-            normalize(target).map_err(|reason| unsafe_entry(&format!("hard link target: {reason}")))?;
+        let target_rel = normalize(target).map_err(|reason| unsafe_entry(&format!("hard link target: {reason}")))?;
         if target_rel.as_os_str().is_empty() {
             return Err(unsafe_entry("hard link to the layer root"));
         }
@@ -430,12 +413,7 @@ impl<'r> Unpacker<'r> {
 
     /// Checks that every parent of `rel` is a real directory inside the root, never a symlink. A missing
     /// one is created (mode 0755) when `create`, otherwise the answer is false.
-    fn parents_are_dirs(
-        &self,
-        rel: &Path,
-        create: bool,
-        unsafe_entry: &dyn Fn(&str) -> Error,
-    ) -> Result<bool> {
+    fn parents_are_dirs(&self, rel: &Path, create: bool, unsafe_entry: &dyn Fn(&str) -> Error) -> Result<bool> {
         let Some(parent) = rel.parent() else { return Ok(true) };
         let mut path = self.root.to_path_buf();
         for part in parent.components() {
@@ -528,10 +506,8 @@ fn check_symlinks(root: &Path) -> Result<()> {
             if kind.is_dir() {
                 dirs.push(rel);
             } else if kind.is_symlink() {
-                resolve_inside(root, &rel).map_err(|reason| Error::UnsafeLayer {
-                    path: rel.to_string_lossy().into_owned(),
-                    reason: reason.to_string(),
-                })?;
+                resolve_inside(root, &rel)
+                    .map_err(|reason| Error::UnsafeLayer { path: rel.to_string_lossy().into_owned(), reason: reason.to_string() })?;
             }
         }
     }
@@ -542,9 +518,7 @@ fn check_symlinks(root: &Path) -> Result<()> {
 /// fails if it ever climbs above `root`. Components that do not exist are taken lexically.
 fn resolve_inside(root: &Path, link: &Path) -> Result<(), &'static str> {
     let read = |rel: &Path| fs::read_link(root.join(rel)).map_err(|_| "cannot read symlink");
-    let parts = |target: &Path| -> Vec<Vec<u8>> {
-        target.as_os_str().as_bytes().split(|b| *b == b'/').map(<[u8]>::to_vec).collect()
-    };
+    let parts = |target: &Path| -> Vec<Vec<u8>> { target.as_os_str().as_bytes().split(|b| *b == b'/').map(<[u8]>::to_vec).collect() };
     // `at` holds real directories (or missing names) only, never a link, so `..` pops to the real parent.
     let mut at: PathBuf = link.parent().unwrap_or(Path::new("")).to_path_buf();
     let mut todo: VecDeque<Vec<u8>> = parts(&read(link)?).into();
@@ -658,8 +632,7 @@ mod tests {
         }
 
         fn unpack(&self, limits: &Limits) -> Result<u64> {
-            let layers: Vec<Layer<'_>> =
-                self.blobs.iter().map(|(path, media_type)| Layer { path, media_type }).collect();
+            let layers: Vec<Layer<'_>> = self.blobs.iter().map(|(path, media_type)| Layer { path, media_type }).collect();
             unpack_rootfs(&layers, &self.dest(), limits)
         }
 
@@ -684,8 +657,7 @@ mod tests {
         /// written anywhere under the fixture root but the layer blobs.
         fn assert_untouched(&self) {
             assert!(fs::symlink_metadata(self.dest()).is_err(), "dest was created");
-            let mut expected: BTreeSet<String> =
-                ["store", "out", "out/nested"].into_iter().map(String::from).collect();
+            let mut expected: BTreeSet<String> = ["store", "out", "out/nested"].into_iter().map(String::from).collect();
             expected.extend((0..self.blobs.len()).map(|i| format!("store/layer{i}")));
             assert_eq!(self.tree(), expected);
         }
@@ -896,9 +868,7 @@ mod tests {
         let start = Instant::now();
         let err = fx.unpack(&limits).unwrap_err();
         assert!(start.elapsed() < Duration::from_secs(5));
-        assert!(
-            matches!(&err, Error::TooLarge { what, limit } if what == "unpacked layers" && *limit == 1 << 20)
-        );
+        assert!(matches!(&err, Error::TooLarge { what, limit } if what == "unpacked layers" && *limit == 1 << 20));
         fx.assert_untouched();
 
         // Many files that are each small: counted as written, across layers.

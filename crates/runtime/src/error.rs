@@ -74,9 +74,5 @@ pub(crate) fn humanize_bytes(n: u64) -> String {
 }
 
 pub(crate) fn humanize_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
+    if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }

@@ -34,9 +34,7 @@ impl Input {
     pub fn read(path: &Path) -> Result<Input> {
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound(path.to_path_buf()),
-            std::io::ErrorKind::IsADirectory => {
-                Error::NotRunnable(format!("{}: is a directory, not a wasm file", path.display()))
-            }
+            std::io::ErrorKind::IsADirectory => Error::NotRunnable(format!("{}: is a directory, not a wasm file", path.display())),
             _ => Error::Io { context: format!("failed to read {}", path.display()), source: e },
         })?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -88,9 +88,14 @@ impl FromStr for KvGrant {
             None => (spec, KvBackend::Embedded),
             Some((name, "embedded")) => (name, KvBackend::Embedded),
             Some((name, "memory")) => (name, KvBackend::Memory),
-            Some((name, url)) if url.starts_with("redis://") || url.starts_with("rediss://") => (name, KvBackend::Redis { url: url.to_string() }),
+            Some((name, url)) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                (name, KvBackend::Redis { url: url.to_string() })
+            }
             Some((_, other)) => {
-                return Err(bad(format!("invalid key-value backend `{}`: use embedded, memory, redis://… or rediss://…", crate::kv::redact(other))));
+                return Err(bad(format!(
+                    "invalid key-value backend `{}`: use embedded, memory, redis://… or rediss://…",
+                    crate::kv::redact(other)
+                )));
             }
         };
         check_name("key-value store", name)?;

@@ -74,7 +74,8 @@ fn main() -> Result<(), BoxError> {
     // blocks on the runtime), so the task `handle` spawns may run on the same worker or be stolen.
     let multi = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (h, p) = (handler.clone(), policy.clone());
-    let handle_multi = multi.block_on(async move { tokio::spawn(async move { measure(n, warmup, || serve_one(&h, &p, limits)).await }).await })??;
+    let handle_multi =
+        multi.block_on(async move { tokio::spawn(async move { measure(n, warmup, || serve_one(&h, &p, limits)).await }).await })??;
     report("handle (instantiate + handle + body), multi-thread runtime", &handle_multi);
     let current = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let handle_current = current.block_on(measure(n, warmup, || serve_one(&handler, &policy, limits)))?;

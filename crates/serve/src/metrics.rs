@@ -56,17 +56,7 @@ impl Metrics {
         registry.register("traps", "Guests that trapped", traps.clone());
         registry.register("timeouts", "Guests stopped at the request timeout", timeouts.clone());
         registry.register("memory_limits", "Guests that failed at their memory limit", memory_limits.clone());
-        Metrics {
-            registry: Arc::new(registry),
-            requests,
-            latency,
-            live_instances,
-            queue_depth,
-            rejected,
-            traps,
-            timeouts,
-            memory_limits,
-        }
+        Metrics { registry: Arc::new(registry), requests, latency, live_instances, queue_depth, rejected, traps, timeouts, memory_limits }
     }
 
     pub(crate) fn observe(&self, status: StatusCode, elapsed: Duration) {

@@ -113,7 +113,9 @@ fn split_head(out: &Bytes) -> (Option<String>, Bytes) {
     if let Some((i, sep)) = end {
         if let Ok(head) = std::str::from_utf8(&text[..i]) {
             let looks_like_headers = !head.is_empty()
-                && head.lines().all(|l| l.split_once(':').is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
+                && head.lines().all(|l| {
+                    l.split_once(':').is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                });
             if looks_like_headers {
                 return (Some(head.to_string()), out.slice(i + sep..));
             }

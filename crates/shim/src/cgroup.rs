@@ -133,7 +133,8 @@ impl Cgroup {
                     for file in ["cpuset.cpus", "cpuset.mems"] {
                         let own = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
                         if own.trim().is_empty() {
-                            let parent = dir.parent().map(|p| std::fs::read_to_string(p.join(file)).unwrap_or_default()).unwrap_or_default();
+                            let parent =
+                                dir.parent().map(|p| std::fs::read_to_string(p.join(file)).unwrap_or_default()).unwrap_or_default();
                             write(&dir, file, parent.trim())?;
                         }
                     }
@@ -293,7 +294,8 @@ fn places<'h>(spec: &CgroupSpec, hierarchies: &'h [Hierarchy], own: &[(String, S
 }
 
 fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
-    std::fs::write(dir.join(file), value).map_err(|e| Error::Io { context: format!("cannot write {value} to {}", dir.join(file).display()), source: e })
+    std::fs::write(dir.join(file), value)
+        .map_err(|e| Error::Io { context: format!("cannot write {value} to {}", dir.join(file).display()), source: e })
 }
 
 /// A mounted cgroup v1 hierarchy.

@@ -143,10 +143,8 @@ impl Client {
     /// Connects to containerd's socket (`unix://` optional).
     pub fn connect(address: &str, namespace: &str) -> Result<Client> {
         let path = PathBuf::from(address.strip_prefix("unix://").unwrap_or(address));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(Error::io("failed to start the async runtime"))?;
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::io("failed to start the async runtime"))?;
         let fail = |e: tonic::transport::Error| Error::Containerd(format!("cannot connect to containerd at {}: {e}", path.display()));
         // The URI is required by the API and unused: every connection goes to the socket.
         let endpoint = tonic::transport::Endpoint::from_static("http://containerd").connect_timeout(std::time::Duration::from_secs(5));
@@ -196,7 +194,8 @@ impl Client {
 
     /// The container record (its image name, runtime, spec).
     pub fn container(&self, id: &str) -> Result<api::Container> {
-        let resp: api::ContainerRequest = self.unary("/containerd.services.containers.v1.Containers/Get", api::ById { id: id.to_string() })?;
+        let resp: api::ContainerRequest =
+            self.unary("/containerd.services.containers.v1.Containers/Get", api::ById { id: id.to_string() })?;
         resp.container.ok_or_else(|| Error::Containerd(format!("containerd returned no container for {id}")))
     }
 
@@ -221,7 +220,10 @@ impl Client {
     /// A blob from the content store, whole, checked against the descriptor's size and digest.
     pub fn read(&self, desc: &api::Descriptor, max: i64) -> Result<Vec<u8>> {
         if desc.size < 0 || desc.size > max {
-            return Err(Error::InvalidSpec(format!("{} ({}): {} bytes, more than the {max} allowed", desc.digest, desc.media_type, desc.size)));
+            return Err(Error::InvalidSpec(format!(
+                "{} ({}): {} bytes, more than the {max} allowed",
+                desc.digest, desc.media_type, desc.size
+            )));
         }
         let path = "/containerd.services.content.v1.Content/Read";
         let request = self.request(api::ReadContentRequest { digest: desc.digest.clone(), offset: 0, size: 0 })?;
@@ -232,7 +234,11 @@ impl Client {
             .block_on(async move {
                 grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
                 let mut stream = grpc
-                    .server_streaming::<_, api::ReadContentResponse, _>(request, PathAndQuery::from_static(path), tonic_prost::ProstCodec::default())
+                    .server_streaming::<_, api::ReadContentResponse, _>(
+                        request,
+                        PathAndQuery::from_static(path),
+                        tonic_prost::ProstCodec::default(),
+                    )
                     .await?
                     .into_inner();
                 let mut data = Vec::with_capacity(size);

@@ -134,7 +134,9 @@ fn start(flags: &Flags) -> containerd_shim::Result<()> {
 fn announce(address: &str) -> containerd_shim::Result<()> {
     containerd_shim::util::write_address(address)?;
     let mut out = std::io::stdout().lock();
-    out.write_all(address.as_bytes()).and_then(|()| out.flush()).map_err(|e| containerd_shim::Error::Other(format!("cannot write the address: {e}")))
+    out.write_all(address.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| containerd_shim::Error::Other(format!("cannot write the address: {e}")))
 }
 
 /// Whether this process has exactly one thread.

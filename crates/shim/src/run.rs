@@ -43,7 +43,10 @@ pub struct Io {
 /// A started guest, to be signalled.
 pub enum Running {
     Command(KillHandle),
-    Http { term: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>, kill: tokio::sync::watch::Sender<bool> },
+    Http {
+        term: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+        kill: tokio::sync::watch::Sender<bool>,
+    },
     /// A pod's pause container: ends when signalled.
     Pause(std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>),
 }
@@ -140,7 +143,14 @@ fn prepare_command(launch: &Launch, input: &Input) -> Result<Loaded> {
     Ok(Loaded::Command { engine, program })
 }
 
-fn start_command(engine: WasmtimeEngine, program: Arc<dyn Program>, launch: &Launch, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+fn start_command(
+    engine: WasmtimeEngine,
+    program: Arc<dyn Program>,
+    launch: &Launch,
+    io: Io,
+    on_thread: Option<ThreadHook>,
+    done: impl FnOnce(i32) + Send + 'static,
+) -> Result<Running> {
     let stdio = Stdio {
         stdin: StdioSpec::Null,
         stdout: io.stdout.clone().map_or(StdioSpec::Null, StdioSpec::File),
@@ -199,15 +209,19 @@ fn prepare_http(launch: &Launch, input: &Input) -> Result<Loaded> {
     Ok(Loaded::Http(Box::new(HttpServer { engine, handler, policy, instances })))
 }
 
-fn start_http(server: HttpServer, launch: &Launch, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
+fn start_http(
+    server: HttpServer,
+    launch: &Launch,
+    io: Io,
+    on_thread: Option<ThreadHook>,
+    done: impl FnOnce(i32) + Send + 'static,
+) -> Result<Running> {
     let HttpServer { engine, handler, policy, instances } = server;
     // Served on this container's own thread (below), so that every request runs where its cgroup is.
     let config = Config { max_concurrency: instances as usize, threads: 0, drain_timeout: Duration::from_secs(10), ..Config::default() };
 
     // Epoch ticks make running guests yield, so per-request deadlines fire.
-    engine
-        .spawn_epoch_ticker()
-        .map_err(Error::io("failed to start the epoch thread"))?;
+    engine.spawn_epoch_ticker().map_err(Error::io("failed to start the epoch thread"))?;
 
     let (term_tx, term_rx) = tokio::sync::oneshot::channel::<()>();
     let (kill_tx, mut kill_rx) = tokio::sync::watch::channel(false);
@@ -272,7 +286,10 @@ fn enter_netns(path: &Path) -> Result<()> {
     // SAFETY: setns on a valid fd only changes the calling thread's namespace.
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
-        return Err(Error::Io { context: format!("cannot enter the network namespace {}", path.display()), source: std::io::Error::last_os_error() });
+        return Err(Error::Io {
+            context: format!("cannot enter the network namespace {}", path.display()),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }

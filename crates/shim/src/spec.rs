@@ -53,7 +53,8 @@ pub fn load(bundle: &Path, layer: LayerSource<'_>) -> Result<Launch> {
     let path = bundle.join("config.json");
     let bytes = std::fs::read(&path).map_err(Error::io(format!("cannot read {}", path.display())))?;
     // serde_json directly: oci-spec's own loader reduces every parse error to "serde failed".
-    let spec: Spec = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidSpec(format!("{}: not an OCI runtime spec: {e}", path.display())))?;
+    let spec: Spec =
+        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidSpec(format!("{}: not an OCI runtime spec: {e}", path.display())))?;
     translate(&spec, bundle, layer)
 }
 
@@ -68,7 +69,15 @@ pub fn translate(spec: &Spec, bundle: &Path, layer: LayerSource<'_>) -> Result<L
     if spec.annotations().as_ref().and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION)).is_some_and(|t| t == "sandbox") {
         // The pod's pause container (a native binary) holds nothing for a wasm pod: CRI made the netns.
         let http_addr = DEFAULT_HTTP_ADDR.parse().expect("valid default address");
-        return Ok(Launch { module: PathBuf::new(), export: None, policy: SandboxPolicy::default(), http_addr, netns, pause: true, cgroup: None });
+        return Ok(Launch {
+            module: PathBuf::new(),
+            export: None,
+            policy: SandboxPolicy::default(),
+            http_addr,
+            netns,
+            pause: true,
+            cgroup: None,
+        });
     }
     let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("the spec has no process".into()))?;
     let args = process.args().clone().unwrap_or_default();
@@ -105,9 +114,8 @@ pub fn translate(spec: &Spec, bundle: &Path, layer: LayerSource<'_>) -> Result<L
         }
         policy.env.push((k.to_string(), v.to_string()));
     }
-    let http_addr = http_addr
-        .parse()
-        .map_err(|e| Error::InvalidSpec(format!("{HTTP_ADDR_ENV}={http_addr}: not an address (ip:port): {e}")))?;
+    let http_addr =
+        http_addr.parse().map_err(|e| Error::InvalidSpec(format!("{HTTP_ADDR_ENV}={http_addr}: not an address (ip:port): {e}")))?;
 
     if rootfs.is_dir() {
         policy.mounts.push(Mount { host: rootfs.clone(), guest: "/".into(), read_only: root.readonly().unwrap_or(false) });
@@ -128,7 +136,9 @@ pub fn translate(spec: &Spec, bundle: &Path, layer: LayerSource<'_>) -> Result<L
         policy.mounts.push(Mount { host: source.clone(), guest, read_only: options.iter().any(|o| o == "ro") });
     }
 
-    if let Some(limit) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.memory().as_ref()).and_then(|m| m.limit()) {
+    if let Some(limit) =
+        spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.memory().as_ref()).and_then(|m| m.limit())
+    {
         if limit > 0 {
             policy.limits.memory = Some(limit as u64);
         }
@@ -225,9 +235,12 @@ mod tests {
 
     #[test]
     fn args_env_rootfs_and_memory_become_the_policy() {
-        let b = bundle(config(&["/app/hello.wasm", "x"], serde_json::json!({
-            "linux": {"resources": {"memory": {"limit": 64 << 20}}},
-        })));
+        let b = bundle(config(
+            &["/app/hello.wasm", "x"],
+            serde_json::json!({
+                "linux": {"resources": {"memory": {"limit": 64 << 20}}},
+            }),
+        ));
         let mounts = serde_json::json!([
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/data", "type": "bind", "source": b.path().join("data"), "options": ["rbind", "ro"]},

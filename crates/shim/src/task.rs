@@ -15,9 +15,9 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use containerd_shim::api::{self, Status};
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart};
-use containerd_shim::protos::topics;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
+use containerd_shim::protos::topics;
 use containerd_shim::protos::ttrpc::context::Context;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
@@ -116,7 +116,10 @@ impl TaskService {
             for m in &req.rootfs {
                 if let Err(e) = containerd_shim::mount::mount_rootfs(Some(m.type_.as_str()), Some(m.source.as_str()), &m.options, &target) {
                     unmount(&target);
-                    return Err(Error::Io { context: format!("cannot mount the rootfs at {}", target.display()), source: std::io::Error::other(e.to_string()) });
+                    return Err(Error::Io {
+                        context: format!("cannot mount the rootfs at {}", target.display()),
+                        source: std::io::Error::other(e.to_string()),
+                    });
                 }
             }
             rootfs_mounted = Some(target);
@@ -137,15 +140,12 @@ impl TaskService {
         let mut layer = |name: Option<&str>| self.wasm_layer(&req.id, name, &bundle);
         let launch = spec::load(&bundle, &mut layer).map_err(undo)?;
         let cgroup = launch.cgroup.as_ref().map(Cgroup::create).transpose().map_err(undo)?.flatten().map(Arc::new);
-        let preparing = std::thread::Builder::new()
-            .name("wasmcell-prepare".into())
-            .spawn(move || run::prepare(launch))
-            .map_err(|e| {
-                if let Some(cg) = &cgroup {
-                    cg.remove();
-                }
-                undo(Error::io("failed to spawn the thread preparing the guest")(e))
-            })?;
+        let preparing = std::thread::Builder::new().name("wasmcell-prepare".into()).spawn(move || run::prepare(launch)).map_err(|e| {
+            if let Some(cg) = &cgroup {
+                cg.remove();
+            }
+            undo(Error::io("failed to spawn the thread preparing the guest")(e))
+        })?;
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle,
@@ -164,7 +164,13 @@ impl TaskService {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
             rootfs: req.rootfs.clone(),
-            io: MessageField::some(TaskIO { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal, ..Default::default() }),
+            io: MessageField::some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            }),
             pid: std::process::id(),
             ..Default::default()
         };
@@ -179,7 +185,9 @@ impl TaskService {
         let began = std::time::Instant::now();
         let prepared = match &mut *state {
             State::Created(p) => p.take().map(|h| {
-                h.join().unwrap_or_else(|_| Err(Error::Io { context: "preparing the guest".into(), source: std::io::Error::other("the thread panicked") }))
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Io { context: "preparing the guest".into(), source: std::io::Error::other("the thread panicked") })
+                })
             }),
             _ => None,
         };
@@ -213,7 +221,10 @@ impl TaskService {
         *state = State::Running(running);
         drop(state);
         log::debug!("start {}: guest running after {:?}", req.id, began.elapsed());
-        self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(TaskStart { container_id: req.id.clone(), pid: std::process::id(), ..Default::default() }));
+        self.publish(
+            topics::TASK_START_EVENT_TOPIC,
+            Box::new(TaskStart { container_id: req.id.clone(), pid: std::process::id(), ..Default::default() }),
+        );
         Ok(api::StartResponse { pid: std::process::id(), ..Default::default() })
     }
 
@@ -497,8 +508,17 @@ impl containerd_shim::Task for TaskService {
         if let Some(cg) = &c.cgroup {
             let u = cg.cpu_usage();
             let usage = CPUUsage { total: u.total, kernel: u.kernel, user: u.user, per_cpu: u.per_cpu, ..Default::default() };
-            let throttling = Throttle { periods: u.periods, throttled_periods: u.throttled_periods, throttled_time: u.throttled_time, ..Default::default() };
-            metrics.cpu = MessageField::some(CPUStat { usage: MessageField::some(usage), throttling: MessageField::some(throttling), ..Default::default() });
+            let throttling = Throttle {
+                periods: u.periods,
+                throttled_periods: u.throttled_periods,
+                throttled_time: u.throttled_time,
+                ..Default::default()
+            };
+            metrics.cpu = MessageField::some(CPUStat {
+                usage: MessageField::some(usage),
+                throttling: MessageField::some(throttling),
+                ..Default::default()
+            });
         }
         let stats = containerd_shim::util::convert_to_any(Box::new(metrics))?;
         Ok(api::StatsResponse { stats: MessageField::some(stats), ..Default::default() })

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use anyhow::Result;
 use clap::Args;
-use wasmcell_oci::store::MAX_MANIFEST_BYTES;
 use wasmcell_oci::image::Content;
+use wasmcell_oci::store::MAX_MANIFEST_BYTES;
 
 use super::Format;
 use crate::images;
@@ -63,7 +63,15 @@ impl ImagesCommand {
         writeln!(out, "{:<width$}  {:<12}  {:<10}  {:>10}  UPDATED", "NAME", "DIGEST", "KIND", "SIZE")?;
         for r in &rows {
             let short = r.digest.strip_prefix("sha256:").unwrap_or(&r.digest);
-            writeln!(out, "{:<width$}  {:<12}  {:<10}  {:>10}  {}", r.name, &short[..12.min(short.len())], r.kind, human(r.size), r.updated)?;
+            writeln!(
+                out,
+                "{:<width$}  {:<12}  {:<10}  {:>10}  {}",
+                r.name,
+                &short[..12.min(short.len())],
+                r.kind,
+                human(r.size),
+                r.updated
+            )?;
         }
         Ok(())
     }
@@ -78,7 +86,13 @@ fn describe(store: &wasmcell_oci::Store, name: &str, record: &wasmcell_oci::stor
         .read_small(&m.config.digest, MAX_MANIFEST_BYTES)
         .ok()
         .and_then(|c| wasmcell_oci::image::classify(m, &c, record.target.digest != record.manifest).ok())
-        .map_or_else(|| { tracing::debug!(name, "unclassifiable image"); "unknown".to_string() }, |i| i.kind.to_string());
+        .map_or_else(
+            || {
+                tracing::debug!(name, "unclassifiable image");
+                "unknown".to_string()
+            },
+            |i| i.kind.to_string(),
+        );
     (kind, size)
 }
 

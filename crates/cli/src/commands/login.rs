@@ -4,9 +4,9 @@ use std::io::{BufRead, IsTerminal};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use wasmcell_oci::Reference;
 use wasmcell_oci::auth::{Credential, Secret};
 use wasmcell_oci::registry::Client;
-use wasmcell_oci::Reference;
 use wasmcell_runtime::Error;
 
 use crate::images::{self, RegistryFlags};

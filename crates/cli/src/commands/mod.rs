@@ -1,10 +1,10 @@
 //! One module per subcommand: `struct XCommand` (clap flags) + `execute(self)`.
 
 use anyhow::Result;
+use wasmcell_runtime::WasmtimeEngine;
 use wasmcell_runtime::cache::Cache;
 use wasmcell_runtime::engine::EngineOptions;
 use wasmcell_runtime::home::Home;
-use wasmcell_runtime::WasmtimeEngine;
 
 pub mod cache;
 pub mod compile;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use wasmcell_oci::image::{self, build_artifact, Descriptor};
+use wasmcell_oci::image::{self, Descriptor, build_artifact};
 use wasmcell_oci::registry::Client;
 use wasmcell_oci::{Error, Reference};
 use wasmcell_runtime::inspect::Input;
@@ -51,7 +51,9 @@ impl PushCommand {
         if let Some(file) = &file {
             self.store_artifact(&store, file, &reference)?;
         }
-        let record = store.get_name(&name)?.ok_or_else(|| Error::ImageNotFound(format!("{name} is not in the local store (give a FILE to push, or pull/tag it first)")))?;
+        let record = store
+            .get_name(&name)?
+            .ok_or_else(|| Error::ImageNotFound(format!("{name} is not in the local store (give a FILE to push, or pull/tag it first)")))?;
         // Other names of the same image on the same registry: their repositories can lend blobs.
         let mount_from: Vec<Reference> = store
             .names()?
@@ -81,9 +83,10 @@ impl PushCommand {
         }
         let mut annotations = BTreeMap::new();
         for a in &self.annotations {
-            let (k, v) = a.split_once('=').filter(|(k, _)| !k.is_empty()).ok_or_else(|| {
-                wasmcell_runtime::Error::Config(format!("--annotation {a:?} is not KEY=VALUE"))
-            })?;
+            let (k, v) = a
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| wasmcell_runtime::Error::Config(format!("--annotation {a:?} is not KEY=VALUE")))?;
             annotations.insert(k.to_string(), v.to_string());
         }
         let title = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "module.wasm".into());

@@ -55,7 +55,6 @@ pub struct SandboxFlags {
     /// name without .wasm, or the image's repository].
     #[arg(long, value_name = "NAME")]
     pub app: Option<String>,
-
 }
 
 impl SandboxFlags {
@@ -126,7 +125,8 @@ pub fn default_app(target: &str, image: Option<&Runnable>) -> String {
             name.strip_suffix(".wasm").unwrap_or(&name).to_string()
         }
     };
-    let mut app: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).take(64).collect();
+    let mut app: String =
+        base.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).take(64).collect();
     while app.starts_with('.') {
         app.remove(0);
     }

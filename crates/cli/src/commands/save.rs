@@ -50,7 +50,9 @@ impl SaveCommand {
             }
             None => {
                 if std::io::stdout().is_terminal() {
-                    return Err(wasmcell_runtime::Error::Config("refusing to write a tar to a terminal; use -o FILE or redirect".into()).into());
+                    return Err(
+                        wasmcell_runtime::Error::Config("refusing to write a tar to a terminal; use -o FILE or redirect".into()).into()
+                    );
                 }
                 let mut out = std::io::stdout().lock();
                 wasmcell_oci::layout::save(&store, &list, &mut out)?;

@@ -88,9 +88,10 @@ impl ServeCommand {
     pub fn execute(self) -> Result<()> {
         let (path, image) = images::resolve_target(&self.target, self.pull, &self.registry)?;
         let mut policy = SandboxPolicy::default();
-        let argv0 = image.as_ref().map(|i| i.argv0.clone()).unwrap_or_else(|| {
-            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-        });
+        let argv0 = image
+            .as_ref()
+            .map(|i| i.argv0.clone())
+            .unwrap_or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         policy.args = std::iter::once(argv0).chain(image.iter().flat_map(|i| i.default_args.clone())).collect();
         if let Some(img) = &image {
             super::sandbox::apply_image(&mut policy, img)?;
@@ -109,7 +110,8 @@ impl ServeCommand {
             return Err(Error::Config("--max-concurrency must be at least 1".into()).into());
         }
 
-        let cache = (!self.no_cache).then(|| wasmcell_runtime::cache::Cache::new(wasmcell_runtime::home::Home::from_env().compiled_cache()));
+        let cache =
+            (!self.no_cache).then(|| wasmcell_runtime::cache::Cache::new(wasmcell_runtime::home::Home::from_env().compiled_cache()));
         let engine = WasmtimeEngine::new(EngineOptions {
             cache,
             max_stack: policy.limits.max_stack,
@@ -119,7 +121,9 @@ impl ServeCommand {
         })?;
         match engine.allocator() {
             Allocator::Pooling(n) if n as usize >= self.max_concurrency => tracing::debug!(instances = n, "instance pool reserved"),
-            Allocator::Pooling(n) => eprintln!("wasmcell: warning: the host could only reserve a pool of {n} instances; more run allocated on demand"),
+            Allocator::Pooling(n) => {
+                eprintln!("wasmcell: warning: the host could only reserve a pool of {n} instances; more run allocated on demand")
+            }
             Allocator::OnDemand => eprintln!("wasmcell: warning: no instance pool could be reserved; instances are allocated on demand"),
         }
         let input = Input::read(&path)?;
@@ -137,8 +141,7 @@ impl ServeCommand {
         };
 
         // Epoch ticks make running guests yield, so deadlines fire and threads are shared.
-        engine.spawn_epoch_ticker()
-            .context("failed to start the epoch thread")?;
+        engine.spawn_epoch_ticker().context("failed to start the epoch thread")?;
 
         let config = Config {
             max_concurrency: self.max_concurrency,

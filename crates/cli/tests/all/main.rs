@@ -35,10 +35,7 @@ impl Cell {
 
     pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_wasmcell"));
-        c.env_clear()
-            .env("WASMCELL_HOME", self.home.path())
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::null());
+        c.env_clear().env("WASMCELL_HOME", self.home.path()).env("PATH", std::env::var_os("PATH").unwrap_or_default()).stdin(Stdio::null());
         c
     }
 

@@ -31,11 +31,7 @@ fn args_are_passed_after_the_file() {
         let out = cell.run(&["run", f, "one", "--two", "three four"]);
         out.expect_ok();
         let name = file.file_name().unwrap().to_str().unwrap();
-        assert_eq!(
-            out.stdout(),
-            format!("argc=4\nargv[0]={name}\nargv[1]=one\nargv[2]=--two\nargv[3]=three four\n"),
-            "{kind}"
-        );
+        assert_eq!(out.stdout(), format!("argc=4\nargv[0]={name}\nargv[1]=one\nargv[2]=--two\nargv[3]=three four\n"), "{kind}");
     }
 }
 

@@ -129,7 +129,10 @@ impl Setup {
 
     fn task_status(&self, id: &str) -> Option<String> {
         let out = self.containerd.ctr(&["task", "ls"]);
-        text(&out.stdout).lines().find(|l| l.split_whitespace().next() == Some(id)).and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        text(&out.stdout)
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
     }
 
     fn wait_status(&self, id: &str, status: &str) {
@@ -157,7 +160,8 @@ impl Setup {
         // that made it removes it: it may remain, empty, as it does with runc. The test removes it.)
         for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
             let ns = controller.path().join(self.containerd.namespace());
-            let left: Vec<PathBuf> = std::fs::read_dir(&ns).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+            let left: Vec<PathBuf> =
+                std::fs::read_dir(&ns).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
             assert!(left.is_empty(), "cgroups left behind: {left:?}");
             let _ = std::fs::remove_dir(&ns);
         }
@@ -322,7 +326,9 @@ fn shim_runs_a_kubernetes_pod_through_containerds_cri() {
         ..Default::default()
     };
     let run = |name: &str, image: &str, command: &[&str], memory: i64, cpu_quota: i64| {
-        let id = cri.create(&pod, container(name, image, command, memory, cpu_quota), &pod_config).unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", containerd.log()));
+        let id = cri
+            .create(&pod, container(name, image, command, memory, cpu_quota), &pod_config)
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", containerd.log()));
         cri.start(&id).unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", containerd.log()));
         id
     };
@@ -351,7 +357,8 @@ fn shim_runs_a_kubernetes_pod_through_containerds_cri() {
     let sleeper = run("sleeper", IMAGE, &["/app/sleep.wasm", "100"], 0, 50_000);
     let cg = cpu_pod.join(&sleeper);
     assert_eq!(std::fs::read_to_string(cg.join("cpu.cfs_quota_us")).unwrap().trim(), "50000");
-    let joined = wait_for(Duration::from_secs(10), || (!std::fs::read_to_string(cg.join("tasks")).unwrap().trim().is_empty()).then_some(()));
+    let joined =
+        wait_for(Duration::from_secs(10), || (!std::fs::read_to_string(cg.join("tasks")).unwrap().trim().is_empty()).then_some(()));
     assert!(joined.is_some(), "no guest thread in {}", cg.display());
     // The kubelet's ContainerStats (`kubectl top`) gets the guest's CPU time from it.
     let stats = cri.stats(&sleeper).unwrap_or_else(|e| panic!("ContainerStats: {e}\n{}", containerd.log()));
@@ -419,7 +426,18 @@ fn shim_serves_an_http_component_until_sigterm() {
     let addr = format!("127.0.0.1:{port}");
     ok(
         "ctr run -d http",
-        s.containerd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "--env", &format!("WASMCELL_HTTP_ADDR={addr}"), IMAGE, "web", "/app/http.wasm"]),
+        s.containerd.ctr(&[
+            "run",
+            "-d",
+            "--null-io",
+            "--runtime",
+            RUNTIME,
+            "--env",
+            &format!("WASMCELL_HTTP_ADDR={addr}"),
+            IMAGE,
+            "web",
+            "/app/http.wasm",
+        ]),
     );
     s.wait_status("web", "RUNNING");
     for _ in 0..3 {
@@ -438,10 +456,12 @@ fn shim_serves_an_http_component_until_sigterm() {
 fn shim_runs_twenty_containers_in_parallel() {
     let s = setup();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..20).map(|i| {
-            let s = &s;
-            scope.spawn(move || s.run(&format!("par-{i}"), &[]))
-        }).collect();
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let s = &s;
+                scope.spawn(move || s.run(&format!("par-{i}"), &[]))
+            })
+            .collect();
         for (i, h) in handles.into_iter().enumerate() {
             let out = ok(&format!("ctr run par-{i}"), h.join().unwrap());
             assert_eq!(text(&out.stdout), "hello from C\n");
@@ -561,10 +581,9 @@ fn shim_maps_the_spec_onto_the_sandbox() {
     assert_eq!(text(&ok("#greet", s.run("entry-greet", &["/app/entries.wasm#greet"])).stdout), "greet\n");
     assert_eq!(text(&ok("_start", s.run("entry-start", &["/app/entries.wasm"])).stdout), "start\n");
     assert_eq!(s.run("entry-code", &["/app/entries.wasm#code"]).status.code(), Some(3));
-    for (id, entry, error) in [
-        ("entry-add", "/app/entries.wasm#add", "takes parameters"),
-        ("entry-none", "/app/entries.wasm#nope", "exports no function `nope`"),
-    ] {
+    for (id, entry, error) in
+        [("entry-add", "/app/entries.wasm#add", "takes parameters"), ("entry-none", "/app/entries.wasm#nope", "exports no function `nope`")]
+    {
         let out = s.run(id, &[entry]);
         assert!(!out.status.success());
         assert!(text(&out.stderr).contains(error), "{id}: {}", text(&out.stderr));

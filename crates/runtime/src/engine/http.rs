@@ -22,8 +22,8 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::wasmtime::{Loaded, MemoryLimiter, WasmtimeEngine, engine_err, limiter_for, link_error, root_cause, wasi_builder};
 use super::not_runnable;
+use super::wasmtime::{Loaded, MemoryLimiter, WasmtimeEngine, engine_err, limiter_for, link_error, root_cause, wasi_builder};
 use crate::inspect::Input;
 use crate::instance::{Stdio, StdioSpec};
 use crate::{Result, SandboxPolicy};
@@ -87,7 +87,8 @@ impl WasmtimeEngine {
         let mut linker = wasmtime::component::Linker::<HttpHost>::new(self.wasmtime());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
-        crate::kv::add_to_linker(&mut linker, |h: &mut HttpHost| crate::kv::KvView { ctx: &h.kv, table: &mut h.table }).map_err(engine_err)?;
+        crate::kv::add_to_linker(&mut linker, |h: &mut HttpHost| crate::kv::KvView { ctx: &h.kv, table: &mut h.table })
+            .map_err(engine_err)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| link_error(&input.name, &e))?;
         let pre = ProxyPre::new(pre).map_err(|e| {
             let exports: Vec<String> = component.component_type().exports(self.wasmtime()).map(|(n, _)| n.to_string()).collect();
@@ -167,7 +168,8 @@ impl HttpHandler {
                 None => Failure::Trap(root_cause(&e)),
             },
         };
-        let answered = |sent: Result<Result<Response, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>, ()>, ran: Option<Result<(), Option<wasmtime::Error>>>| match sent {
+        let answered = |sent: Result<Result<Response, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>, ()>,
+                        ran: Option<Result<(), Option<wasmtime::Error>>>| match sent {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(code)) => {
                 if too_large.load(Ordering::SeqCst) {
@@ -244,8 +246,12 @@ struct Outbound {
 }
 
 type SendFuture = Box<
-    dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<wasmtime_wasi_http::WasiBody>, Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>)>>
-        + Send,
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<wasmtime_wasi_http::WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
 >;
 
 impl WasiHttpHooks for Outbound {

@@ -83,11 +83,7 @@ impl StopSignal {
     /// increment), without busy polling.
     pub fn new(interrupt: impl Fn() + Send + Sync + 'static) -> StopSignal {
         StopSignal {
-            inner: Arc::new(StopInner {
-                reason: AtomicU8::new(0),
-                notify: tokio::sync::Notify::new(),
-                interrupt: Box::new(interrupt),
-            }),
+            inner: Arc::new(StopInner { reason: AtomicU8::new(0), notify: tokio::sync::Notify::new(), interrupt: Box::new(interrupt) }),
         }
     }
 

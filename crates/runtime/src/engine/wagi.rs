@@ -52,7 +52,13 @@ pub struct WagiOutput {
 
 impl WagiHandler {
     /// Runs the module once with `cgi_env` added to the policy's environment and `body` as stdin.
-    pub async fn handle(&self, body: Bytes, cgi_env: &[(String, String)], policy: &SandboxPolicy, timeout: Option<Duration>) -> Result<WagiOutput, Failure> {
+    pub async fn handle(
+        &self,
+        body: Bytes,
+        cgi_env: &[(String, String)],
+        policy: &SandboxPolicy,
+        timeout: Option<Duration>,
+    ) -> Result<WagiOutput, Failure> {
         let stdio = Stdio { stdin: StdioSpec::Null, stdout: StdioSpec::Null, stderr: StdioSpec::Inherit };
         let mut b = wasi_builder(policy, &stdio).map_err(|e| Failure::Host(e.to_string()))?;
         b.envs(cgi_env);

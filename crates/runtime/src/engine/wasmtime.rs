@@ -231,7 +231,8 @@ impl Engine for WasmtimeEngine {
                 let mut linker = wasmtime::component::Linker::<P2Host>::new(&self.engine);
                 // wasi:cli/exit#exit-with-code is stable since WASI 0.2.12, so exit codes pass through.
                 wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
-                crate::kv::add_to_linker(&mut linker, |h: &mut P2Host| crate::kv::KvView { ctx: &h.kv, table: &mut h.table }).map_err(engine_err)?;
+                crate::kv::add_to_linker(&mut linker, |h: &mut P2Host| crate::kv::KvView { ctx: &h.kv, table: &mut h.table })
+                    .map_err(engine_err)?;
                 let pre = linker.instantiate_pre(&component).map_err(|e| link_error(&input.name, &e))?;
                 let pre = CommandPre::new(pre).map_err(|e| link_error(&input.name, &e))?;
                 Ok(Arc::new(ComponentProgram { engine: self.engine.clone(), pre }))
@@ -309,9 +310,7 @@ fn check_command_world(engine: &wasmtime::Engine, component: &Component, name: &
         ""
     };
     let list = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
-    Err(not_runnable(format!(
-        "{name}: unsupported world: the component does not export wasi:cli/run@0.2.x (it exports {list}){hint}"
-    )))
+    Err(not_runnable(format!("{name}: unsupported world: the component does not export wasi:cli/run@0.2.x (it exports {list}){hint}")))
 }
 
 pub(crate) fn link_error(name: &str, e: &wasmtime::Error) -> Error {
@@ -401,14 +400,12 @@ pub(crate) fn wasi_builder(policy: &SandboxPolicy, stdio: &Stdio) -> Result<Wasi
     b.args(&policy.args);
     b.envs(&policy.env);
     for m in &policy.mounts {
-        let meta = std::fs::metadata(&m.host)
-            .map_err(|_| Error::Config(format!("mount source {} does not exist", m.host.display())))?;
+        let meta = std::fs::metadata(&m.host).map_err(|_| Error::Config(format!("mount source {} does not exist", m.host.display())))?;
         if !meta.is_dir() {
             return Err(Error::Config(format!("mount source {} is not a directory", m.host.display())));
         }
         let perms = if m.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-        b.preopened_dir(&m.host, &m.guest, perms)
-            .map_err(|e| Error::Config(format!("cannot mount {}: {e:#}", m.host.display())))?;
+        b.preopened_dir(&m.host, &m.guest, perms).map_err(|e| Error::Config(format!("cannot mount {}: {e:#}", m.host.display())))?;
     }
     grant_network(&mut b, &policy.network);
     set_stdio(&mut b, stdio)?;
@@ -438,11 +435,7 @@ fn grant_network(b: &mut WasiCtxBuilder, net: &NetworkPolicy) {
 fn set_stdio(b: &mut WasiCtxBuilder, stdio: &Stdio) -> Result<()> {
     use wasmtime_wasi::cli::{InputFile, OutputFile};
     let open_out = |p: &std::path::Path| {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(p)
-            .map_err(Error::io(format!("failed to open {}", p.display())))
+        std::fs::OpenOptions::new().append(true).create(true).open(p).map_err(Error::io(format!("failed to open {}", p.display())))
     };
     match &stdio.stdin {
         StdioSpec::Inherit => {
@@ -475,12 +468,7 @@ fn set_stdio(b: &mut WasiCtxBuilder, stdio: &Stdio) -> Result<()> {
     Ok(())
 }
 
-fn new_store<T: 'static>(
-    engine: &wasmtime::Engine,
-    data: T,
-    stop: &StopSignal,
-    limiter: fn(&mut T) -> &mut MemoryLimiter,
-) -> Store<T> {
+fn new_store<T: 'static>(engine: &wasmtime::Engine, data: T, stop: &StopSignal, limiter: fn(&mut T) -> &mut MemoryLimiter) -> Store<T> {
     let mut store = Store::new(engine, data);
     store.limiter(move |t| limiter(t) as &mut dyn ResourceLimiter);
     store.set_epoch_deadline(1);
@@ -538,9 +526,8 @@ impl Guest for ModuleGuest {
                     return start.call_async(&mut store, ()).await.map(|()| 0);
                 }
                 // Checked at load: no parameters, no result or an i32.
-                let func = instance
-                    .get_func(&mut store, &entry)
-                    .ok_or_else(|| wasmtime::format_err!("module exports no function `{entry}`"))?;
+                let func =
+                    instance.get_func(&mut store, &entry).ok_or_else(|| wasmtime::format_err!("module exports no function `{entry}`"))?;
                 let mut results = vec![wasmtime::Val::I32(0); func.ty(&store).results().len()];
                 func.call_async(&mut store, &[], &mut results).await?;
                 Ok(results.first().and_then(wasmtime::Val::i32).unwrap_or(0))

@@ -84,7 +84,11 @@ impl Store {
     }
 
     /// Runs `f` on the store's table in a read transaction; a table never written reads as empty.
-    fn read<R>(&self, empty: R, f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<R, redb::StorageError>) -> Result<R, KvError> {
+    fn read<R>(
+        &self,
+        empty: R,
+        f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<R, redb::StorageError>,
+    ) -> Result<R, KvError> {
         let txn = self.db.database.begin_read().map_err(other)?;
         match txn.open_table(definition(&self.table)) {
             Ok(t) => f(&t).map_err(other),
@@ -164,9 +168,7 @@ impl Db {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| KvError::Other(format!("cannot create {}: {e}", dir.display())))?;
         let database = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                KvError::Other(format!("{} is in use by another wasmcell process", path.display()))
-            }
+            redb::DatabaseError::DatabaseAlreadyOpen => KvError::Other(format!("{} is in use by another wasmcell process", path.display())),
             e => KvError::Other(format!("cannot open {}: {e}", path.display())),
         })?;
         let database = Arc::new(database);

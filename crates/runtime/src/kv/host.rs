@@ -39,8 +39,8 @@ mod draft {
     });
 }
 
-use draft2::wasi::keyvalue as v2;
 use draft::wasi::keyvalue as v1;
+use draft2::wasi::keyvalue as v2;
 
 /// An open store, as a wasi:keyvalue@0.2.0-draft2 `bucket`.
 pub struct Bucket(Store);

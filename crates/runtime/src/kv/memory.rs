@@ -63,10 +63,13 @@ impl Store {
 
     pub(super) async fn get_many(&self, keys: Vec<String>) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
         let map = self.map();
-        Ok(keys.into_iter().map(|k| {
-            let v = map.get(&k).cloned();
-            (k, v)
-        }).collect())
+        Ok(keys
+            .into_iter()
+            .map(|k| {
+                let v = map.get(&k).cloned();
+                (k, v)
+            })
+            .collect())
     }
 
     pub(super) async fn set_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), KvError> {

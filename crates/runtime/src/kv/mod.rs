@@ -96,10 +96,9 @@ fn check_batch(n: usize) -> Result<(), KvError> {
 pub(crate) fn parse_counter(value: Option<&[u8]>) -> Result<i64, KvError> {
     match value {
         None => Ok(0),
-        Some(v) => std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-            .ok_or_else(|| KvError::Other("value is not an integer".into())),
+        Some(v) => {
+            std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()).ok_or_else(|| KvError::Other("value is not an integer".into()))
+        }
     }
 }
 

@@ -31,7 +31,9 @@ fn argv(args: &[&str]) -> SandboxPolicy {
 #[test]
 fn kill_stops_spinning_and_blocked_guests() {
     let engine = engine();
-    for (path, args) in [(guests::SPIN_WAT, vec!["spin"]), (guests::SLEEP_C, vec!["sleep", "100"]), (guests::SLEEP_COMPONENT, vec!["sleep", "100"])] {
+    for (path, args) in
+        [(guests::SPIN_WAT, vec!["spin"]), (guests::SLEEP_C, vec!["sleep", "100"]), (guests::SLEEP_COMPONENT, vec!["sleep", "100"])]
+    {
         let program = load(&engine, path);
         let mut instance = create(&engine, &program, &argv(&args), &Stdio::default());
         instance.start().unwrap();
@@ -51,9 +53,8 @@ fn kill_stops_spinning_and_blocked_guests() {
 fn many_instances_from_one_program_are_isolated() {
     let engine = engine();
     let program = load(&engine, guests::EXIT_C);
-    let mut instances: Vec<Instance> = (0..8)
-        .map(|i| create(&engine, &program, &argv(&["exit", &i.to_string()]), &Stdio::default()))
-        .collect();
+    let mut instances: Vec<Instance> =
+        (0..8).map(|i| create(&engine, &program, &argv(&["exit", &i.to_string()]), &Stdio::default())).collect();
     for i in &mut instances {
         i.start().unwrap();
     }

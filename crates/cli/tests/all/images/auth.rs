@@ -77,11 +77,7 @@ fn docker_config_auths_and_credential_helpers() {
     // ~/.docker/config.json with an `auths` entry.
     let docker = crate::scratch();
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}"));
-    std::fs::write(
-        docker.path().join("config.json"),
-        serde_json::json!({"auths": {registry.addr(): {"auth": auth}}}).to_string(),
-    )
-    .unwrap();
+    std::fs::write(docker.path().join("config.json"), serde_json::json!({"auths": {registry.addr(): {"auth": auth}}}).to_string()).unwrap();
     let cell = Cell::new();
     let docker_dir = docker.path().to_str().unwrap();
     cell.run_env(&[("DOCKER_CONFIG", docker_dir)], &["pull", &image]).expect_ok();
@@ -96,11 +92,8 @@ fn docker_config_auths_and_credential_helpers() {
     .unwrap();
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let docker2 = crate::scratch();
-    std::fs::write(
-        docker2.path().join("config.json"),
-        serde_json::json!({"credHelpers": {registry.addr(): "wctest"}}).to_string(),
-    )
-    .unwrap();
+    std::fs::write(docker2.path().join("config.json"), serde_json::json!({"credHelpers": {registry.addr(): "wctest"}}).to_string())
+        .unwrap();
     let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
     let cell = Cell::new();
     let out = cell.run_env(&[("DOCKER_CONFIG", docker2.path().to_str().unwrap()), ("PATH", &path)], &["run", &image]);

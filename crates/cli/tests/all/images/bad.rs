@@ -206,4 +206,3 @@ fn a_decompression_bomb_is_stopped() {
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     assert_eq!(std::fs::read_dir(cell.home().join("store/rootfs")).unwrap().count(), 0);
 }
-

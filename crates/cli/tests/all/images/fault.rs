@@ -80,20 +80,21 @@ fn serve(mut client: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, hits: 
 
     let canned = {
         let mut rules = rules.lock().unwrap();
-        rules
-            .iter_mut()
-            .find(|r| r.method == method && path.contains(&r.path_contains) && r.remaining > 0)
-            .map(|r| {
-                r.remaining = r.remaining.saturating_sub(1);
-                r.answer.clone()
-            })
+        rules.iter_mut().find(|r| r.method == method && path.contains(&r.path_contains) && r.remaining > 0).map(|r| {
+            r.remaining = r.remaining.saturating_sub(1);
+            r.answer.clone()
+        })
     };
     if let Some(answer) = canned {
         hits.lock().unwrap().push(first.clone());
         let response = match answer {
             Answer::Status(code) => format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes(),
             Answer::Body { content_type, body } => {
-                let mut r = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+                let mut r = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
                 if method != "HEAD" {
                     r.extend_from_slice(&body);
                 }

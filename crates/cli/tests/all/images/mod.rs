@@ -44,7 +44,10 @@ fn push_then_run_by_reference_pulls_and_runs() {
     let cell = Cell::new();
     let image = format!("{}/team/hello:1.0", registry.addr());
 
-    let pushed = json(&cell, &["push", guests::HELLO_C, &image, "--annotation", "org.opencontainers.image.source=https://example.com/hello", "--format", "json"]);
+    let pushed = json(
+        &cell,
+        &["push", guests::HELLO_C, &image, "--annotation", "org.opencontainers.image.source=https://example.com/hello", "--format", "json"],
+    );
     assert_eq!(pushed["blobs_uploaded"], 2, "{pushed}");
 
     // What skopeo sees is the CNCF Wasm artifact.
@@ -57,10 +60,7 @@ fn push_then_run_by_reference_pulls_and_runs() {
     assert_eq!(layers[0]["digest"], layout::digest(&read(Path::new(guests::HELLO_C))));
     assert_eq!(manifest["annotations"]["org.opencontainers.image.source"], "https://example.com/hello");
     assert!(manifest["annotations"]["org.opencontainers.image.created"].is_string());
-    let config = services::check(
-        "skopeo inspect --config",
-        skopeo(&["inspect", "--raw", "--config", &format!("docker://{image}")]),
-    );
+    let config = services::check("skopeo inspect --config", skopeo(&["inspect", "--raw", "--config", &format!("docker://{image}")]));
     let config: Value = serde_json::from_slice(&config.stdout).unwrap();
     assert_eq!(config["architecture"], "wasm");
     assert_eq!(config["os"], "wasip1");

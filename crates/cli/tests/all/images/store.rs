@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::services::registry::Registry;
 use crate::Cell;
+use crate::services::registry::Registry;
 
 /// A valid 24 MiB module (one big custom section of random bytes), so a pull takes a while.
 fn big_module(path: &std::path::Path) {

@@ -80,11 +80,7 @@ impl Containerd {
         std::fs::write(root.join("owner"), format!("{me} {}", start_time(me).unwrap_or(0))).unwrap();
         std::fs::write(root.join("namespace"), &namespace).unwrap();
         // Unix socket paths are limited to 107 bytes.
-        assert!(
-            root.join("containerd.sock.ttrpc").as_os_str().len() < 100,
-            "temp dir path too long for sockets: {}",
-            root.display()
-        );
+        assert!(root.join("containerd.sock.ttrpc").as_os_str().len() < 100, "temp dir path too long for sockets: {}", root.display());
         let q = |name: &str| toml_str(&root.join(name));
         let disabled_cri = if cri.is_some() { "" } else { "\n  \"io.containerd.grpc.v1.cri\"," };
         let mut config = format!(
@@ -133,8 +129,7 @@ disabled_plugins = [{disabled_cri}
         let log = std::fs::File::create(&log_path).unwrap();
 
         let mut path = std::env::join_paths(dirs.iter().map(|d| d.to_path_buf())).unwrap();
-        let system = std::env::var_os("PATH")
-            .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let system = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
         if !path.is_empty() {
             path.push(":");
         }
@@ -149,8 +144,7 @@ disabled_plugins = [{disabled_cri}
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        let child = spawn_service(cmd)
-            .unwrap_or_else(|e| panic!("failed to start {CONTAINERD} (is containerd installed?): {e}"));
+        let child = spawn_service(cmd).unwrap_or_else(|e| panic!("failed to start {CONTAINERD} (is containerd installed?): {e}"));
         let mut this = Containerd { child: Some(child), root, dir: Some(dir), namespace };
 
         let socket = this.socket();
@@ -165,11 +159,7 @@ disabled_plugins = [{disabled_cri}
             Some(Err(status)) => {
                 panic!("containerd exited with {status} before opening {}; its log:\n{}", socket.display(), this.log())
             }
-            None => panic!(
-                "containerd did not open {} within {START_DEADLINE:?}; its log:\n{}",
-                socket.display(),
-                this.log()
-            ),
+            None => panic!("containerd did not open {} within {START_DEADLINE:?}; its log:\n{}", socket.display(), this.log()),
         }
     }
 
@@ -305,10 +295,7 @@ fn sweep_stale_instances() {
         let owner_alive = match owner.split_once(' ') {
             Some((pid, started)) => pid.parse().ok().and_then(start_time).is_some_and(|t| t.to_string() == started),
             // Being set up right now, or very old: only clean it once it is clearly abandoned.
-            None => e
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(600)),
+            None => e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(600)),
         };
         if !owner_alive && (namespace.starts_with("wasmcell-test-") || namespace.is_empty()) {
             clean_up(&root, if namespace.is_empty() { "wasmcell-test-unknown" } else { &namespace });
@@ -337,9 +324,7 @@ pub fn pids_referencing(path: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| super::find(&cmdline, &needle).is_some())
-        })
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| super::find(&cmdline, &needle).is_some()))
         .collect()
 }
 
@@ -347,10 +332,7 @@ pub fn pids_referencing(path: &Path) -> Vec<u32> {
 pub fn is_zombie(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // "PID (COMM) STATE ...": COMM may contain spaces and parentheses, so look after the last ')'.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|s| s == "Z" || s == "X"),
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_none_or(|s| s == "Z" || s == "X"),
         Err(_) => true,
     }
 }
@@ -387,11 +369,8 @@ fn cgroups_of(state: &Path, namespace: &str) -> Vec<PathBuf> {
 
 /// Every pid in the cgroup `dir` and its descendants.
 fn cgroup_pids(dir: &Path) -> Vec<u32> {
-    let mut pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+    let mut pids: Vec<u32> =
+        std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -475,8 +454,7 @@ fn tasks(state: &Path) -> Vec<(String, String, PathBuf)> {
     let Ok(namespaces) = std::fs::read_dir(state.join("io.containerd.runtime.v2.task")) else { return out };
     for ns in namespaces.flatten() {
         for task in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-            let (ns, id) =
-                (ns.file_name().to_string_lossy().into_owned(), task.file_name().to_string_lossy().into_owned());
+            let (ns, id) = (ns.file_name().to_string_lossy().into_owned(), task.file_name().to_string_lossy().into_owned());
             out.push((ns, id, task.path()));
         }
     }
@@ -547,13 +525,7 @@ mod tests {
     #[test]
     fn containerd_sweeps_instances_of_dead_test_binaries() {
         let mut helper = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-                "services::containerd::tests::abandoned_instance_helper",
-            ])
+            .args(["--ignored", "--exact", "--nocapture", "--test-threads=1", "services::containerd::tests::abandoned_instance_helper"])
             .env("WASMCELL_ABANDON_HELPER", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

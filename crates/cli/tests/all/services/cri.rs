@@ -247,7 +247,8 @@ impl Cri {
 
     /// PullImage (ImageService): the image's id.
     pub fn pull(&self, image: &str) -> Result<String> {
-        let resp: Id = self.client.unary("/runtime.v1.ImageService/PullImage", PullImageRequest { image: Some(ImageSpec { image: image.into() }) })?;
+        let resp: Id =
+            self.client.unary("/runtime.v1.ImageService/PullImage", PullImageRequest { image: Some(ImageSpec { image: image.into() }) })?;
         Ok(resp.id)
     }
 
@@ -263,7 +264,8 @@ impl Cri {
 
     /// CreateContainer in pod `pod`; its id.
     pub fn create(&self, pod: &str, config: ContainerConfig, pod_config: &PodSandboxConfig) -> Result<String> {
-        let req = CreateContainerRequest { pod_sandbox_id: pod.to_string(), config: Some(config), sandbox_config: Some(pod_config.clone()) };
+        let req =
+            CreateContainerRequest { pod_sandbox_id: pod.to_string(), config: Some(config), sandbox_config: Some(pod_config.clone()) };
         let resp: Id = self.client.unary("/runtime.v1.RuntimeService/CreateContainer", req)?;
         Ok(resp.id)
     }
@@ -275,7 +277,9 @@ impl Cri {
 
     /// StopContainer: SIGTERM, then SIGKILL after `timeout` seconds.
     pub fn stop(&self, id: &str, timeout: i64) -> Result<()> {
-        let _: Empty = self.client.unary("/runtime.v1.RuntimeService/StopContainer", StopContainerRequest { container_id: id.to_string(), timeout })?;
+        let _: Empty = self
+            .client
+            .unary("/runtime.v1.RuntimeService/StopContainer", StopContainerRequest { container_id: id.to_string(), timeout })?;
         Ok(())
     }
 
@@ -285,8 +289,9 @@ impl Cri {
     }
 
     pub fn status(&self, id: &str) -> Result<ContainerStatus> {
-        let resp: ContainerStatusResponse =
-            self.client.unary("/runtime.v1.RuntimeService/ContainerStatus", ContainerStatusRequest { container_id: id.to_string(), verbose: false })?;
+        let resp: ContainerStatusResponse = self
+            .client
+            .unary("/runtime.v1.RuntimeService/ContainerStatus", ContainerStatusRequest { container_id: id.to_string(), verbose: false })?;
         Ok(resp.status.unwrap_or_default())
     }
 

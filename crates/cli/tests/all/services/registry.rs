@@ -92,14 +92,9 @@ impl Registry {
             std::fs::write(&config_path, config).unwrap();
             let log = std::fs::File::create(&log_path).unwrap();
             let mut cmd = Command::new(DOCKER_REGISTRY);
-            cmd.arg("serve")
-                .arg(&config_path)
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log);
-            let mut child = spawn_service(cmd)
-                .unwrap_or_else(|e| panic!("failed to start {DOCKER_REGISTRY} (is docker-registry installed?): {e}"));
+            cmd.arg("serve").arg(&config_path).current_dir(dir.path()).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+            let mut child =
+                spawn_service(cmd).unwrap_or_else(|e| panic!("failed to start {DOCKER_REGISTRY} (is docker-registry installed?): {e}"));
             let deadline = Instant::now() + START_DEADLINE;
             loop {
                 if let Some(status) = child.try_wait().unwrap() {
@@ -266,16 +261,7 @@ pub fn write_oci_layout(dir: &Path, tag: &str, content: &[u8]) -> OciLayout {
         }],
     });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    OciLayout {
-        dir: dir.to_path_buf(),
-        tag: tag.to_string(),
-        manifest,
-        manifest_digest,
-        config,
-        config_digest,
-        layer,
-        layer_digest,
-    }
+    OciLayout { dir: dir.to_path_buf(), tag: tag.to_string(), manifest, manifest_digest, config, config_digest, layer, layer_digest }
 }
 
 #[cfg(test)]
@@ -298,19 +284,11 @@ mod tests {
         // Without --preserve-digests skopeo gzips the uncompressed layer on the way to a registry.
         check("skopeo copy", skopeo(&["copy", "--preserve-digests", &image.skopeo_ref(), &dest]));
         let raw = check("skopeo inspect --raw", skopeo(&["inspect", "--raw", "--tls-verify=false", &dest])).stdout;
-        assert_eq!(
-            String::from_utf8_lossy(&raw).trim_end(),
-            String::from_utf8_lossy(&image.manifest),
-            "skopeo changed the manifest"
-        );
+        assert_eq!(String::from_utf8_lossy(&raw).trim_end(), String::from_utf8_lossy(&image.manifest), "skopeo changed the manifest");
 
         // Distribution answers an OCI manifest GET by tag and by digest when asked with an OCI Accept header.
         for reference in ["v1", image.manifest_digest.as_str()] {
-            let got = http_get(
-                &registry.addr(),
-                &format!("/v2/wasmcell/hello/manifests/{reference}"),
-                &[("Accept", OCI_MANIFEST)],
-            );
+            let got = http_get(&registry.addr(), &format!("/v2/wasmcell/hello/manifests/{reference}"), &[("Accept", OCI_MANIFEST)]);
             assert_eq!(got.status, 200, "{reference}: {}", got.text());
             assert_eq!(got.body, image.manifest);
             assert_eq!(got.header("Docker-Content-Digest"), Some(image.manifest_digest.as_str()));
@@ -367,8 +345,7 @@ mod tests {
         assert_eq!(v2.status, 200, "{}", v2.text());
 
         // The registry really checks the scope and the signature.
-        let pull_only =
-            get_token("s3cret", "repository:wasmcell/hello:pull").json()["token"].as_str().unwrap().to_string();
+        let pull_only = get_token("s3cret", "repository:wasmcell/hello:pull").json()["token"].as_str().unwrap().to_string();
         let denied = http_get(&addr, "/v2/_catalog", &[("Authorization", &format!("Bearer {pull_only}"))]);
         assert_eq!(denied.status, 401, "{}", denied.text());
         let mut forged = token.clone();
@@ -390,9 +367,7 @@ mod tests {
         );
         assert!(tokens.issued() > before, "skopeo got no token");
         assert!(tokens.scopes().iter().any(|s| s == "repository:wasmcell/hello:pull,push"), "{:?}", tokens.scopes());
-        let raw =
-            check("skopeo inspect --raw --creds", skopeo(&["inspect", "--raw", "--creds", "alice:s3cret", &dest]))
-                .stdout;
+        let raw = check("skopeo inspect --raw --creds", skopeo(&["inspect", "--raw", "--creds", "alice:s3cret", &dest])).stdout;
         assert_eq!(String::from_utf8_lossy(&raw).trim_end(), String::from_utf8_lossy(&image.manifest));
         let unauthenticated = skopeo(&["inspect", "--raw", &dest]);
         assert!(!unauthenticated.status.success(), "anonymous pull from the token registry succeeded");

@@ -68,8 +68,7 @@ impl TokenServer {
             .expect("failed to run openssl (is it installed?)");
         super::check("openssl req -x509 -newkey rsa:2048", out);
         // The libtrust key id: sha256 of the DER SubjectPublicKeyInfo, first 240 bits, base32, groups of 4.
-        let spki =
-            Command::new("openssl").args(["pkey", "-pubout", "-outform", "DER", "-in"]).arg(&key).output().unwrap();
+        let spki = Command::new("openssl").args(["pkey", "-pubout", "-outform", "DER", "-in"]).arg(&key).output().unwrap();
         let spki = super::check("openssl pkey -pubout -outform DER", spki).stdout;
         let kid = libtrust_key_id(&spki);
 
@@ -96,8 +95,7 @@ impl TokenServer {
                         }
                         let Ok(conn) = conn else { continue };
                         let state = state.clone();
-                        let _ =
-                            std::thread::Builder::new().name("token-conn".into()).spawn(move || serve(&state, conn));
+                        let _ = std::thread::Builder::new().name("token-conn".into()).spawn(move || serve(&state, conn));
                     }
                 })
                 .unwrap()
@@ -272,11 +270,7 @@ fn serve(state: &State, mut conn: TcpStream) {
 fn handle(state: &State, req: &Request) -> (u16, Vec<(&'static str, String)>, String) {
     let refuse = |status: u16, why: &str| {
         state.refused.fetch_add(1, Ordering::SeqCst);
-        let extra = if status == 401 {
-            vec![("WWW-Authenticate", r#"Basic realm="wasmcell-test-token""#.to_string())]
-        } else {
-            vec![]
-        };
+        let extra = if status == 401 { vec![("WWW-Authenticate", r#"Basic realm="wasmcell-test-token""#.to_string())] } else { vec![] };
         (status, extra, serde_json::json!({ "details": why }).to_string())
     };
     if req.path != "/token" {
@@ -303,8 +297,7 @@ fn handle(state: &State, req: &Request) -> (u16, Vec<(&'static str, String)>, St
     if user != state.user || pass != state.pass {
         return refuse(401, "invalid username or password");
     }
-    let service =
-        params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone()).unwrap_or_else(|| SERVICE.to_string());
+    let service = params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone()).unwrap_or_else(|| SERVICE.to_string());
     // `scope` may repeat, and one value may hold several space-separated scopes (OAuth2 style).
     let scopes: Vec<String> = params
         .iter()
@@ -353,11 +346,8 @@ fn read_request(conn: &mut TcpStream) -> Option<Request> {
     let target = first.next()?;
     let headers: Vec<(String, String)> =
         lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-    let len = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
+    let len =
+        headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse::<usize>().ok()).unwrap_or(0);
     if len > 1024 * 1024 {
         return None;
     }
@@ -383,10 +373,8 @@ fn respond(conn: &mut TcpStream, status: u16, extra: &[(&str, String)], body: &s
         405 => "Method Not Allowed",
         _ => "Unknown",
     };
-    let mut head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
+    let mut head =
+        format!("HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     for (k, v) in extra {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -434,15 +422,9 @@ mod tests {
     #[test]
     fn base32_matches_rfc4648_vectors() {
         // RFC 4648 §10, without the padding.
-        for (input, want) in [
-            ("", ""),
-            ("f", "MY"),
-            ("fo", "MZXQ"),
-            ("foo", "MZXW6"),
-            ("foob", "MZXW6YQ"),
-            ("fooba", "MZXW6YTB"),
-            ("foobar", "MZXW6YTBOI"),
-        ] {
+        for (input, want) in
+            [("", ""), ("f", "MY"), ("fo", "MZXQ"), ("foo", "MZXW6"), ("foob", "MZXW6YQ"), ("fooba", "MZXW6YTB"), ("foobar", "MZXW6YTBOI")]
+        {
             assert_eq!(base32(input.as_bytes()), want, "{input:?}");
         }
         let kid = libtrust_key_id(b"anything");
@@ -486,24 +468,15 @@ mod tests {
         assert_eq!(claims["iss"], ISSUER);
         assert_eq!(claims["aud"], SERVICE);
         assert_eq!(claims["sub"], "alice");
-        assert_eq!(
-            claims["access"],
-            serde_json::json!([{ "type": "repository", "name": "wasmcell/hello", "actions": ["pull", "push"] }])
-        );
+        assert_eq!(claims["access"], serde_json::json!([{ "type": "repository", "name": "wasmcell/hello", "actions": ["pull", "push"] }]));
         assert!(claims["exp"].as_u64().unwrap() > claims["iat"].as_u64().unwrap());
 
         // The signature verifies with the certificate's public key.
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("input"), format!("{}.{}", parts[0], parts[1])).unwrap();
-        std::fs::write(
-            dir.path().join("sig"),
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
-        )
-        .unwrap();
-        let pubkey =
-            Command::new("openssl").args(["x509", "-pubkey", "-noout", "-in"]).arg(ts.cert_path()).output().unwrap();
-        std::fs::write(dir.path().join("pub.pem"), crate::services::check("openssl x509 -pubkey", pubkey).stdout)
-            .unwrap();
+        std::fs::write(dir.path().join("sig"), base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
+        let pubkey = Command::new("openssl").args(["x509", "-pubkey", "-noout", "-in"]).arg(ts.cert_path()).output().unwrap();
+        std::fs::write(dir.path().join("pub.pem"), crate::services::check("openssl x509 -pubkey", pubkey).stdout).unwrap();
         let verify = Command::new("openssl")
             .current_dir(dir.path())
             .args(["dgst", "-sha256", "-verify", "pub.pem", "-signature", "sig", "input"])
@@ -515,14 +488,8 @@ mod tests {
         let form = format!(
             "grant_type=password&username=alice&password=s3cret&service={SERVICE}&scope=repository%3Aa%3Apull+repository%3Ab%3Apull%2Cpush"
         );
-        let posted = http_request(
-            ts.addr(),
-            "POST",
-            "/token",
-            &[("Content-Type", "application/x-www-form-urlencoded")],
-            form.as_bytes(),
-        )
-        .unwrap();
+        let posted =
+            http_request(ts.addr(), "POST", "/token", &[("Content-Type", "application/x-www-form-urlencoded")], form.as_bytes()).unwrap();
         assert_eq!(posted.status, 200, "{}", posted.text());
         assert_eq!(ts.issued(), 2);
         assert_eq!(ts.scopes()[1..], ["repository:a:pull", "repository:b:pull,push"]);
