@@ -13,8 +13,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 wasmcell_runtime::disable_transparent_huge_pages_before_main!();
 
 mod commands;
-mod exit;
 mod images;
+
+use wasmcell_exit as exit;
 
 #[derive(Parser)]
 #[command(
@@ -84,7 +85,7 @@ fn main() -> ExitCode {
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             report(&err);
-            ExitCode::from(exit::code_for(&err))
+            ExitCode::from(exit::for_error(&err))
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The instance lifecycle: create, start, kill, wait for the exit status.
 //!
-//! This is what `wasmcell run`, `wasmcell serve` and the containerd shim drive. An [`Instance`] owns
+//! This is what `wasmcell run` and the containerd shim drive. An [`Instance`] owns
 //! one [`Guest`]; it runs on its own thread ([`Instance::start`]) or on the caller's
 //! ([`Instance::run`]), on a current-thread tokio runtime. Kill and timeout go through the guest's
 //! [`StopSignal`]: wasm code is interrupted at its next epoch check, a guest blocked in a host call is
@@ -15,7 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Guest, Program, StopReason, StopSignal};
-use crate::{Error, Result, SandboxPolicy};
+use crate::grants::Grants;
+use crate::{Error, Result};
 
 /// Where a standard stream goes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,16 +81,11 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Creates an instance of `program` granted exactly `policy`. It does not run until started.
-    pub fn create(
-        program: &Arc<dyn Program>,
-        interrupt: impl Fn() + Send + Sync + 'static,
-        policy: &SandboxPolicy,
-        stdio: &Stdio,
-    ) -> Result<Instance> {
-        let stop = StopSignal::new(interrupt);
-        let guest = program.create(policy, stdio, stop.clone())?;
-        Ok(Instance { state: State::Created(guest), stop, timeout: policy.limits.timeout, on_thread: None })
+    /// Creates an instance of `program` granted exactly `grants`. It does not run until started.
+    pub fn create(program: &Arc<dyn Program>, grants: &Grants, stdio: &Stdio) -> Result<Instance> {
+        let guest = program.create(grants, stdio)?;
+        let stop = guest.stop_signal();
+        Ok(Instance { state: State::Created(guest), stop, timeout: grants.policy().limits.timeout, on_thread: None })
     }
 
     /// Runs `hook` first on each thread the guest will run on (see [`ThreadHook`]).
@@ -99,11 +95,6 @@ impl Instance {
 
     pub fn kill_handle(&self) -> KillHandle {
         KillHandle(self.stop.clone())
-    }
-
-    /// Stops the guest (see the module docs); `wait` then returns [`Error::Killed`].
-    pub fn kill(&self) {
-        self.stop.request(StopReason::Killed);
     }
 
     /// Starts the guest on a thread of its own.

@@ -3,7 +3,8 @@
 //!
 //! It owns:
 //! - [`policy`]: the sandbox policy, plain serde data. Every entry point (CLI flags, image config, an OCI
-//!   runtime spec) is translated into a [`SandboxPolicy`]; nothing grants a capability anywhere else.
+//!   runtime spec) is translated into a [`SandboxPolicy`].
+//! - [`grants`]: the one place a guest is granted anything, from the policy ([`Grants`]).
 //! - [`engine`]: the engine seam ([`Engine`], [`Program`], [`Guest`]) and its wasmtime implementation.
 //! - [`cache`]: the on-disk compiled-code cache, keyed by input digest and engine compatibility hash.
 //! - [`instance`]: the instance lifecycle (create, start, kill, wait) that `run`, `serve` and the
@@ -15,6 +16,7 @@
 pub mod cache;
 pub mod engine;
 mod error;
+pub mod grants;
 pub use wasmcell_fsutil as fsutil;
 pub mod home;
 pub mod inspect;
@@ -22,8 +24,9 @@ pub mod instance;
 pub mod kv;
 pub mod policy;
 
-pub use engine::{Engine, Guest, Program, WasmtimeEngine};
+pub use engine::{Engine, Guest, HttpProgram, Program, WagiProgram, WasmtimeEngine};
 pub use error::{Error, Result};
+pub use grants::Grants;
 pub use instance::{ExitStatus, Instance, Stdio, StdioSpec};
 pub use policy::SandboxPolicy;
 

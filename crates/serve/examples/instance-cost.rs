@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use wasmcell_runtime::engine::http::{HttpHandler, RequestLimits};
-use wasmcell_runtime::engine::{Allocator, EngineOptions, PoolOptions};
+use wasmcell_runtime::engine::{Allocator, EngineOptions, HttpBody, PoolOptions, RequestLimits};
+use wasmcell_runtime::home::Home;
 use wasmcell_runtime::inspect::Input;
-use wasmcell_runtime::{SandboxPolicy, WasmtimeEngine};
+use wasmcell_runtime::kv::Stores;
+use wasmcell_runtime::{Engine, Grants, HttpProgram, SandboxPolicy, WasmtimeEngine};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -65,7 +66,8 @@ fn main() -> Result<(), BoxError> {
     let limits = RequestLimits { timeout: Some(Duration::from_secs(30)), max_body: Some(16 << 20) };
 
     // The epoch ticker serve runs (guests yield at every tick).
-    engine.spawn_epoch_ticker()?;
+    engine.start_time_slicing()?;
+    let grants = Grants::new(policy.clone(), &Stores::new(Home::from_env()))?;
 
     println!("{}: {n} sequential requests per measurement ({warmup} warm-up requests first)", input.name);
 
@@ -73,12 +75,12 @@ fn main() -> Result<(), BoxError> {
     // As in serve, the requests start on a worker of a multi-thread runtime (not on the thread that
     // blocks on the runtime), so the task `handle` spawns may run on the same worker or be stolen.
     let multi = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (h, p) = (handler.clone(), policy.clone());
-    let handle_multi =
-        multi.block_on(async move { tokio::spawn(async move { measure(n, warmup, || serve_one(&h, &p, limits)).await }).await })??;
+    let (h, g) = (handler.clone(), grants.clone());
+    let handle_multi = multi
+        .block_on(async move { tokio::spawn(async move { measure(n, warmup, || serve_one(h.as_ref(), &g, limits)).await }).await })??;
     report("handle (instantiate + handle + body), multi-thread runtime", &handle_multi);
     let current = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let handle_current = current.block_on(measure(n, warmup, || serve_one(&handler, &policy, limits)))?;
+    let handle_current = current.block_on(measure(n, warmup, || serve_one(handler.as_ref(), &grants, limits)))?;
     report("handle (instantiate + handle + body), current-thread runtime", &handle_current);
 
     // 2. instantiation alone, and the store alone, through wasmtime's API on the same engine.
@@ -136,8 +138,9 @@ fn main() -> Result<(), BoxError> {
 }
 
 /// One request through `handle`, its body read to the end and checked.
-async fn serve_one(handler: &HttpHandler, policy: &SandboxPolicy, limits: RequestLimits) -> Result<(), BoxError> {
-    let resp = handler.handle(synthetic_request()?, policy, limits).await?;
+async fn serve_one(handler: &dyn HttpProgram, grants: &Grants, limits: RequestLimits) -> Result<(), BoxError> {
+    let req = synthetic_request()?.map(|b| -> HttpBody { b.map_err(|never| match never {}).boxed_unsync() });
+    let resp = handler.handle(req, grants, limits).await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
     if status != 200 || body.is_empty() {

@@ -24,22 +24,21 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmcell_runtime::SandboxPolicy;
-use wasmcell_runtime::engine::http::{Failure, HttpHandler, RequestLimits};
-use wasmcell_runtime::engine::wagi::WagiHandler;
+use wasmcell_runtime::Grants;
+use wasmcell_runtime::engine::{Failure, HttpProgram, RequestLimits, WagiProgram};
 
 mod metrics;
 mod wagi;
 
 pub use metrics::Metrics;
 
-/// What serves each request.
+/// What serves each request: a program loaded through the engine seam.
 #[derive(Clone)]
-pub enum App {
+pub enum Handler {
     /// A wasi:http component.
-    Http(HttpHandler),
+    Http(Arc<dyn HttpProgram>),
     /// A WASI preview 1 module, CGI-style.
-    Wagi(WagiHandler),
+    Wagi(Arc<dyn WagiProgram>),
 }
 
 /// How the server behaves; everything but the app and the policy.
@@ -80,8 +79,8 @@ pub struct DrainReport {
 }
 
 struct Shared {
-    app: App,
-    policy: SandboxPolicy,
+    handler: Handler,
+    grants: Grants,
     config: Config,
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
@@ -96,13 +95,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks one).
-    pub async fn bind(addr: SocketAddr, app: App, policy: SandboxPolicy, config: Config, metrics: Metrics) -> std::io::Result<Server> {
+    /// Binds `addr` (port 0 picks one). Every request's instance is granted exactly `grants`.
+    pub async fn bind(addr: SocketAddr, handler: Handler, grants: Grants, config: Config, metrics: Metrics) -> std::io::Result<Server> {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
-        let shared = Arc::new(Shared { app, policy, config, permits, waiting: AtomicUsize::new(0), metrics, local });
+        let shared = Arc::new(Shared { handler, grants, config, permits, waiting: AtomicUsize::new(0), metrics, local });
         Ok(Server { listener, shared })
     }
 
@@ -222,7 +221,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: tokio
 
 /// The body every response has: the guest's stream, or a short message from the host. It holds
 /// the request's instance permit until it is done, so a streaming guest counts as live.
-pub type ServeBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type ServeBody = wasmcell_runtime::engine::HttpBody;
 
 impl Shared {
     async fn serve(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<ServeBody> {
@@ -273,12 +272,9 @@ impl Shared {
     }
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<ServeBody>, Failure> {
-        match &self.app {
-            App::Http(h) => {
-                let resp = h.handle(req, &self.policy, self.config.limits).await?;
-                Ok(resp.map(|b| b.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>).boxed_unsync()))
-            }
-            App::Wagi(w) => wagi::handle(w, req, peer, self.local, &self.policy, self.config.limits).await,
+        match &self.handler {
+            Handler::Http(h) => h.handle(req.map(|b| b.map_err(Into::into).boxed_unsync()), &self.grants, self.config.limits).await,
+            Handler::Wagi(w) => wagi::handle(w.as_ref(), req, peer, self.local, &self.grants, self.config.limits).await,
         }
     }
 }
@@ -289,7 +285,7 @@ pub fn status_for(failure: &Failure) -> StatusCode {
         Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         Failure::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Failure::NoResponse | Failure::ErrorCode(_) => StatusCode::BAD_GATEWAY,
-        Failure::Trap(_) | Failure::MemoryLimit | Failure::Host(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Failure::Trap(_) | Failure::Exit(_) | Failure::MemoryLimit | Failure::Host(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -297,6 +293,7 @@ pub fn status_for(failure: &Failure) -> StatusCode {
 fn public_message(failure: &Failure) -> String {
     match failure {
         Failure::Trap(_) => "the handler failed (trap)".into(),
+        Failure::Exit(code) => format!("the handler exited with status {code}"),
         Failure::Timeout(t) => format!("the handler did not finish within {t:?}"),
         Failure::MemoryLimit => "the handler exceeded its memory limit".into(),
         Failure::BodyTooLarge(n) => format!("request body larger than {n} bytes"),

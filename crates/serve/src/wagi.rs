@@ -10,18 +10,17 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use wasmcell_runtime::SandboxPolicy;
-use wasmcell_runtime::engine::http::{Failure, RequestLimits};
-use wasmcell_runtime::engine::wagi::WagiHandler;
+use wasmcell_runtime::Grants;
+use wasmcell_runtime::engine::{Failure, RequestLimits, WagiProgram};
 
 use crate::ServeBody;
 
 pub(crate) async fn handle(
-    handler: &WagiHandler,
+    handler: &dyn WagiProgram,
     req: Request<Incoming>,
     peer: SocketAddr,
     local: SocketAddr,
-    policy: &SandboxPolicy,
+    grants: &Grants,
     limits: RequestLimits,
 ) -> Result<Response<ServeBody>, Failure> {
     let (parts, body) = req.into_parts();
@@ -32,9 +31,9 @@ pub(crate) async fn handle(
         Err(e) => return Err(Failure::Host(format!("failed to read the request body: {e}"))),
     };
     let env = cgi_env(&parts, &body, peer, local);
-    let out = handler.handle(body, &env, policy, limits.timeout).await?;
+    let out = handler.handle(body, &env, grants, limits.timeout).await?;
     if out.exit_code != 0 {
-        return Err(Failure::Trap(format!("the module exited with status {}", out.exit_code)));
+        return Err(Failure::Exit(out.exit_code));
     }
     Ok(parse_output(out.stdout))
 }

@@ -44,14 +44,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// The exit code of a container that failed to start for this reason: `wasmcell run`'s codes
-    /// (126 not runnable, 127 not found, 125 anything else).
+    /// The exit code of a container that failed to start for this reason: `wasmcell run`'s, from the
+    /// one table (`wasmcell_exit`): a spec naming no runnable module is not runnable.
     pub fn exit_code(&self) -> u32 {
-        match self {
-            Error::Runtime(wasmcell_runtime::Error::NotFound(_)) => 127,
-            Error::Runtime(wasmcell_runtime::Error::NotRunnable(_)) | Error::InvalidSpec(_) => 126,
-            _ => 125,
-        }
+        u32::from(match self {
+            Error::Runtime(e) => wasmcell_exit::for_runtime(e),
+            Error::InvalidSpec(_) => wasmcell_exit::NOT_RUNNABLE,
+            _ => wasmcell_exit::WASMCELL_ERROR,
+        })
     }
 
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {

@@ -73,7 +73,7 @@ pub fn main() {
     });
     if let Err(e) = result {
         eprintln!("containerd-shim-wasmcell-v1: {e}");
-        std::process::exit(1);
+        std::process::exit(wasmcell_exit::WASMCELL_ERROR.into());
     }
 }
 
@@ -119,7 +119,7 @@ fn start(flags: &Flags) -> containerd_shim::Result<()> {
                     Ok(()) => 0,
                     Err(e) => {
                         log::error!("shim failed: {e}");
-                        1
+                        wasmcell_exit::WASMCELL_ERROR.into()
                     }
                 };
                 std::process::exit(code);

@@ -11,21 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmcell_runtime::cache::Cache;
-use wasmcell_runtime::engine::http::HttpHandler;
 use wasmcell_runtime::engine::{EngineOptions, PoolOptions};
 use wasmcell_runtime::home::Home;
 use wasmcell_runtime::inspect::{self, Input, WasmKind};
 use wasmcell_runtime::instance::{KillHandle, ThreadHook};
-use wasmcell_runtime::{Engine, Instance, Program, SandboxPolicy, Stdio, StdioSpec, WasmtimeEngine};
-use wasmcell_serve::{App, Config, Metrics, Server};
+use wasmcell_runtime::kv::Stores;
+use wasmcell_runtime::{Engine, Grants, HttpProgram, Instance, Program, Stdio, StdioSpec, WasmtimeEngine};
+use wasmcell_serve::{Config, Handler, Metrics, Server};
 
 use crate::error::{Error, Result};
 use crate::spec::Launch;
 
 /// The code `done` receives for a guest stopped by a signal (the task maps it to 128 + the signal).
 pub const KILLED: i32 = -1;
-/// A guest that trapped (as a native process killed by SIGABRT, like `wasmcell run`).
-const TRAP: i32 = 134;
 /// The code `done` receives for a guest stopped at its memory limit (the task reports an OOM and exits
 /// 137, as a container the OOM killer stopped).
 pub const OUT_OF_MEMORY: i32 = -2;
@@ -76,42 +74,44 @@ impl Running {
 /// Wait) in which the shim would otherwise sit idle.
 pub struct Prepared {
     launch: Launch,
-    loaded: Loaded,
+    ready: Ready,
 }
 
-enum Loaded {
+/// What a container runs, loaded.
+enum Ready {
     Pause,
-    Command { engine: WasmtimeEngine, program: Arc<dyn Program> },
+    Command { engine: WasmtimeEngine, program: Arc<dyn Program>, grants: Grants },
     Http(Box<HttpServer>),
 }
 
-/// An HTTP component ready to serve: its pooled engine, handler, per-instance policy and pool size.
+/// An HTTP component ready to serve: its pooled engine, program, per-instance grants and pool size.
 struct HttpServer {
     engine: WasmtimeEngine,
-    handler: HttpHandler,
-    policy: SandboxPolicy,
+    program: Arc<dyn HttpProgram>,
+    grants: Grants,
     instances: u64,
 }
 
 /// Reads the module or component, picks how it runs (a command, or an HTTP component served) and loads
 /// it into an engine configured for that.
-pub fn prepare(launch: Launch) -> Result<Prepared> {
+pub fn prepare(launch: Launch, stores: &Stores) -> Result<Prepared> {
     if launch.pause {
-        return Ok(Prepared { launch, loaded: Loaded::Pause });
+        return Ok(Prepared { launch, ready: Ready::Pause });
     }
     let input = Input::read(&launch.module)?;
     let http = input.kind()? == WasmKind::Component
         && inspect::inspect(&input.bytes)?.exports.iter().any(|e| e.name.starts_with("wasi:http/incoming-handler@"));
-    let loaded = if http && launch.export.is_none() { prepare_http(&launch, &input)? } else { prepare_command(&launch, &input)? };
-    Ok(Prepared { launch, loaded })
+    let ready =
+        if http && launch.export.is_none() { prepare_http(&launch, &input, stores)? } else { prepare_command(&launch, &input, stores)? };
+    Ok(Prepared { launch, ready })
 }
 
 /// Starts the guest; `done(code)` is called once, on another thread, when it ends. `on_thread` runs
 /// first on every thread the guest runs on (the container's cgroup).
 pub fn start(prepared: Prepared, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
-    let Prepared { launch, loaded } = prepared;
-    match loaded {
-        Loaded::Pause => {
+    let Prepared { launch, ready } = prepared;
+    match ready {
+        Ready::Pause => {
             let (tx, rx) = std::sync::mpsc::channel::<()>();
             std::thread::Builder::new()
                 .name("wasmcell-pause".into())
@@ -122,8 +122,8 @@ pub fn start(prepared: Prepared, io: Io, on_thread: Option<ThreadHook>, done: im
                 .map_err(Error::io("failed to spawn the pause thread"))?;
             Ok(Running::Pause(std::sync::Mutex::new(Some(tx))))
         }
-        Loaded::Command { engine, program } => start_command(engine, program, &launch, io, on_thread, done),
-        Loaded::Http(server) => start_http(*server, &launch, io, on_thread, done),
+        Ready::Command { engine, program, grants } => start_command(engine, program, &grants, io, on_thread, done),
+        Ready::Http(server) => start_http(*server, &launch, io, on_thread, done),
     }
 }
 
@@ -131,7 +131,7 @@ fn cache() -> Option<Cache> {
     Some(Cache::new(Home::from_env().compiled_cache()))
 }
 
-fn prepare_command(launch: &Launch, input: &Input) -> Result<Loaded> {
+fn prepare_command(launch: &Launch, input: &Input, stores: &Stores) -> Result<Ready> {
     let engine = WasmtimeEngine::new(EngineOptions {
         cache: cache(),
         max_stack: launch.policy.limits.max_stack,
@@ -139,14 +139,15 @@ fn prepare_command(launch: &Launch, input: &Input) -> Result<Loaded> {
         single_instance: true,
         pooling: None,
     })?;
-    let program = engine.load_entry(input, launch.export.as_deref())?;
-    Ok(Loaded::Command { engine, program })
+    let program = engine.load_command(input, launch.export.as_deref())?;
+    let grants = Grants::new(launch.policy.clone(), stores)?;
+    Ok(Ready::Command { engine, program, grants })
 }
 
 fn start_command(
     engine: WasmtimeEngine,
     program: Arc<dyn Program>,
-    launch: &Launch,
+    grants: &Grants,
     io: Io,
     on_thread: Option<ThreadHook>,
     done: impl FnOnce(i32) + Send + 'static,
@@ -156,8 +157,7 @@ fn start_command(
         stdout: io.stdout.clone().map_or(StdioSpec::Null, StdioSpec::File),
         stderr: io.stderr.clone().map_or(StdioSpec::Null, StdioSpec::File),
     };
-    let wasmtime = engine.wasmtime().clone();
-    let mut instance = Instance::create(&program, move || wasmtime.increment_epoch(), &launch.policy, &stdio)?;
+    let mut instance = Instance::create(&program, grants, &stdio)?;
     let handle = instance.kill_handle();
     if let Some(hook) = on_thread {
         instance.on_thread(hook);
@@ -173,8 +173,7 @@ fn start_command(
                 Err(e) => {
                     let code = match &e {
                         wasmcell_runtime::Error::MemoryLimit(_) => OUT_OF_MEMORY,
-                        wasmcell_runtime::Error::Trap { .. } => TRAP,
-                        _ => 1,
+                        e => i32::from(wasmcell_exit::for_runtime(e)),
                     };
                     report(stderr.as_deref(), &Error::Runtime(e));
                     code
@@ -187,7 +186,7 @@ fn start_command(
     Ok(Running::Command(handle))
 }
 
-fn prepare_http(launch: &Launch, input: &Input) -> Result<Loaded> {
+fn prepare_http(launch: &Launch, input: &Input, stores: &Stores) -> Result<Ready> {
     // The pod's memory limit is the pool: instances of the per-instance cap that fit in it.
     let (cap, instances) = match launch.policy.limits.memory {
         Some(limit) => {
@@ -205,8 +204,9 @@ fn prepare_http(launch: &Launch, input: &Input) -> Result<Loaded> {
         single_instance: false,
         pooling: Some(PoolOptions { instances: instances as u32, max_memory: cap }),
     })?;
-    let handler = engine.load_http(input)?;
-    Ok(Loaded::Http(Box::new(HttpServer { engine, handler, policy, instances })))
+    let program = engine.load_http(input)?;
+    let grants = Grants::new(policy, stores)?;
+    Ok(Ready::Http(Box::new(HttpServer { engine, program, grants, instances })))
 }
 
 fn start_http(
@@ -216,12 +216,12 @@ fn start_http(
     on_thread: Option<ThreadHook>,
     done: impl FnOnce(i32) + Send + 'static,
 ) -> Result<Running> {
-    let HttpServer { engine, handler, policy, instances } = server;
+    let HttpServer { engine, program, grants, instances } = server;
     // Served on this container's own thread (below), so that every request runs where its cgroup is.
     let config = Config { max_concurrency: instances as usize, threads: 0, drain_timeout: Duration::from_secs(10), ..Config::default() };
 
-    // Epoch ticks make running guests yield, so per-request deadlines fire.
-    engine.spawn_epoch_ticker().map_err(Error::io("failed to start the epoch thread"))?;
+    // Running guests yield now and then, so per-request deadlines fire.
+    engine.start_time_slicing().map_err(Error::io("failed to start the epoch thread"))?;
 
     let (term_tx, term_rx) = tokio::sync::oneshot::channel::<()>();
     let (kill_tx, mut kill_rx) = tokio::sync::watch::channel(false);
@@ -247,7 +247,7 @@ fn start_http(
                         return None;
                     }
                 }
-                let server = match Server::bind(addr, App::Http(handler), policy, config, Metrics::new()).await {
+                let server = match Server::bind(addr, Handler::Http(program), grants, config, Metrics::new()).await {
                     Ok(s) => s,
                     Err(e) => {
                         let _ = bound_tx.send(Err(Error::InvalidSpec(format!("cannot listen on {addr}: {e}"))));

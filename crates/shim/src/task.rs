@@ -22,7 +22,9 @@ use containerd_shim::protos::ttrpc::context::Context;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 
+use wasmcell_runtime::home::Home;
 use wasmcell_runtime::instance::ThreadHook;
+use wasmcell_runtime::kv::Stores;
 
 use crate::cgroup::Cgroup;
 use crate::error::{Error, Result};
@@ -39,6 +41,9 @@ pub struct TaskService {
     /// containerd's gRPC socket (`-address`): the content store of wasm-layer images.
     address: String,
     containers: Arc<Mutex<HashMap<String, Arc<Container>>>>,
+    /// The key-value stores this shim's guests were granted, opened once and shared by every
+    /// container of the pod that names the same application and store.
+    stores: Stores,
 }
 
 struct Container {
@@ -83,7 +88,8 @@ type Preparing = Option<std::thread::JoinHandle<Result<run::Prepared>>>;
 impl TaskService {
     pub fn new(exit: Arc<ExitSignal>, namespace: String, address: String, publisher: Option<RemotePublisher>) -> TaskService {
         let events = publisher.and_then(|p| Events::start(p, namespace.clone())).map(Arc::new);
-        TaskService { exit, namespace, address, events, containers: Arc::default() }
+        let stores = Stores::new(Home::from_env());
+        TaskService { exit, namespace, address, events, containers: Arc::default(), stores }
     }
 
     /// The wasm layer of container `id`'s image, from containerd's content store into the bundle (a
@@ -140,12 +146,14 @@ impl TaskService {
         let mut layer = |name: Option<&str>| self.wasm_layer(&req.id, name, &bundle);
         let launch = spec::load(&bundle, &mut layer).map_err(undo)?;
         let cgroup = launch.cgroup.as_ref().map(Cgroup::create).transpose().map_err(undo)?.flatten().map(Arc::new);
-        let preparing = std::thread::Builder::new().name("wasmcell-prepare".into()).spawn(move || run::prepare(launch)).map_err(|e| {
-            if let Some(cg) = &cgroup {
-                cg.remove();
-            }
-            undo(Error::io("failed to spawn the thread preparing the guest")(e))
-        })?;
+        let stores = self.stores.clone();
+        let preparing =
+            std::thread::Builder::new().name("wasmcell-prepare".into()).spawn(move || run::prepare(launch, &stores)).map_err(|e| {
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                undo(Error::io("failed to spawn the thread preparing the guest")(e))
+            })?;
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle,

@@ -10,8 +10,8 @@ use wasmcell_runtime::{Engine, Instance, SandboxPolicy, Stdio};
 
 use super::sandbox::SandboxFlags;
 
-use crate::exit;
 use crate::images::{self, PullPolicy, RegistryFlags, Runnable};
+use wasmcell_exit as exit;
 
 /// Run a WASI module or component (a file: binary or .wat; or an image reference) with ARGS as
 /// its argv[1..].
@@ -60,11 +60,11 @@ impl RunCommand {
         let policy = self.policy(&path, image.as_ref())?;
         let engine = super::engine(!self.no_cache, policy.limits.max_stack, self.allow_precompiled)?;
         let input = Input::read(&path)?;
-        let program = engine.load(&input)?;
-        let wasmtime = engine.wasmtime().clone();
-        let instance = Instance::create(&program, move || wasmtime.increment_epoch(), &policy, &Stdio::inherit())?;
+        let program = engine.load_command(&input, None)?;
+        let grants = super::sandbox::grants(policy)?;
+        let instance = Instance::create(&program, &grants, &Stdio::inherit())?;
         let status = instance.run()?;
-        Ok(exit::guest_code(status.code))
+        Ok(ExitCode::from(exit::for_guest(status.code)))
     }
 
     /// Translates the flags into the sandbox policy: the only thing the runtime is given.
@@ -86,7 +86,6 @@ impl RunCommand {
         }
         p.app = super::sandbox::default_app(&self.target, image);
         self.sandbox.apply(&mut p)?;
-        super::sandbox::open_stores(&p)?;
         p.limits.timeout = self.timeout.as_deref().map(policy::parse_duration).transpose().map_err(super::sandbox::config)?;
         tracing::debug!(policy = %serde_json::to_string(&p.redacted()).unwrap_or_default(), "sandbox policy");
         Ok(p)

@@ -133,15 +133,10 @@ pub fn default_app(target: &str, image: Option<&Runnable>) -> String {
     if app.is_empty() { "app".into() } else { app }
 }
 
-/// Opens every granted key-value store now, so a store that cannot be opened (its file in use,
-/// a malformed URL) is a clear error at start instead of a guest's first failure.
-pub fn open_stores(p: &SandboxPolicy) -> Result<()> {
-    let home = wasmcell_runtime::home::Home::from_env();
-    for grant in &p.kv {
-        wasmcell_runtime::kv::open(&home, &p.app, grant)
-            .map_err(|e| Error::Config(format!("cannot open key-value store `{}`: {e}", grant.name)))?;
-    }
-    Ok(())
+/// The policy with its key-value stores opened (a store that cannot be opened is an error now).
+pub fn grants(p: SandboxPolicy) -> Result<wasmcell_runtime::Grants> {
+    let stores = wasmcell_runtime::kv::Stores::new(wasmcell_runtime::home::Home::from_env());
+    Ok(wasmcell_runtime::Grants::new(p, &stores)?)
 }
 
 /// An image's Env, and a compat image's rootfs read-only at `/`.

@@ -5,12 +5,11 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use wasmcell_runtime::engine::http::RequestLimits;
-use wasmcell_runtime::engine::{Allocator, EngineOptions, PoolOptions};
+use wasmcell_runtime::engine::{Allocator, EngineOptions, PoolOptions, RequestLimits};
 use wasmcell_runtime::inspect::{Input, WasmKind};
 use wasmcell_runtime::policy::{self, OutboundRule};
-use wasmcell_runtime::{Error, SandboxPolicy, WasmtimeEngine};
-use wasmcell_serve::{App, Config, Metrics, Server};
+use wasmcell_runtime::{Engine, Error, SandboxPolicy, WasmtimeEngine};
+use wasmcell_serve::{Config, Handler, Metrics, Server};
 
 use super::sandbox::{SandboxFlags, config};
 use crate::images::{self, PullPolicy, RegistryFlags};
@@ -127,21 +126,21 @@ impl ServeCommand {
             Allocator::OnDemand => eprintln!("wasmcell: warning: no instance pool could be reserved; instances are allocated on demand"),
         }
         let input = Input::read(&path)?;
-        let app = if input.precompiled {
+        let handler = if input.precompiled {
             // A precompiled artifact carries its kind; try the component reading first.
             match engine.load_http(&input) {
-                Ok(h) => App::Http(h),
-                Err(_) => App::Wagi(engine.load_wagi(&input)?),
+                Ok(h) => Handler::Http(h),
+                Err(_) => Handler::Wagi(engine.load_wagi(&input)?),
             }
         } else {
             match input.kind()? {
-                WasmKind::Component => App::Http(engine.load_http(&input)?),
-                WasmKind::Module => App::Wagi(engine.load_wagi(&input)?),
+                WasmKind::Component => Handler::Http(engine.load_http(&input)?),
+                WasmKind::Module => Handler::Wagi(engine.load_wagi(&input)?),
             }
         };
 
-        // Epoch ticks make running guests yield, so deadlines fire and threads are shared.
-        engine.spawn_epoch_ticker().context("failed to start the epoch thread")?;
+        // Running guests yield now and then, so deadlines fire and threads are shared.
+        engine.start_time_slicing().context("failed to start the epoch thread")?;
 
         let config = Config {
             max_concurrency: self.max_concurrency,
@@ -152,11 +151,11 @@ impl ServeCommand {
         };
         // This runtime only waits for signals and serves metrics; each serving thread runs one of
         // its own (see `wasmcell_serve::Config::threads`).
-        super::sandbox::open_stores(&policy)?;
+        let grants = super::sandbox::grants(policy)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("failed to start the async runtime")?;
         runtime.block_on(async move {
             let metrics = Metrics::new();
-            let server = Server::bind(self.addr, app, policy, config, metrics.clone())
+            let server = Server::bind(self.addr, handler, grants, config, metrics.clone())
                 .await
                 .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", self.addr)))?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -51,6 +51,6 @@ impl SystemCommand {
                 }
             }
         }
-        Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(wasmcell_exit::CHECK_FAILED) })
     }
 }

@@ -1,61 +1,148 @@
 //! The engine seam.
 //!
-//! An [`Engine`] turns an [`Input`] into a [`Program`] (compiling it, or loading compiled code from the
-//! [`crate::cache`]); a program creates [`Guest`]s, one per instance, each sandboxed by a
-//! [`SandboxPolicy`]. The instance lifecycle ([`crate::instance`]) drives guests without knowing which
-//! engine made them. Today there is one engine, [`WasmtimeEngine`]; a pure-Rust interpreter slots in
-//! beside it by implementing the same three traits.
+//! An [`Engine`] turns an [`Input`] into a program of the kind its caller drives — a [`Program`] (a
+//! command: `wasmcell run`, the shim), an [`HttpProgram`] (wasi:http, per request) or a [`WagiProgram`]
+//! (CGI, per request) — compiling it or loading compiled code from the [`crate::cache`]. Instances are
+//! granted exactly what a [`Grants`] says. The instance lifecycle ([`crate::instance`]) and the
+//! serving loop drive them without knowing which engine made them: every front end loads through this
+//! seam, and a guest owns its [`StopSignal`] (the engine's interrupt inside). Today there is one engine,
+//! [`WasmtimeEngine`]; another slots in beside it by implementing the same traits.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
-use crate::inspect::{Input, WasmKind};
+use bytes::Bytes;
+
+use crate::grants::Grants;
+use crate::inspect::Input;
 use crate::instance::Stdio;
-use crate::{Error, Result, SandboxPolicy};
+use crate::{Error, Result};
 
 mod wasmtime;
 
 pub use self::wasmtime::{Allocator, EngineOptions, PoolOptions, WasmtimeEngine};
-pub mod http;
-pub mod wagi;
 
-/// Compiles inputs into runnable programs.
+/// A boxed future, as the object-safe traits below return them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A request or response body as it crosses the seam: streamed, either way.
+pub type HttpBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Compiles inputs into runnable programs, one kind of program per way a guest is driven.
+/// Link errors (an import the host does not provide, an unsupported world) surface when loading,
+/// before any instance exists.
 pub trait Engine: Send + Sync + 'static {
-    /// A short name for logs (`wasmtime`).
-    fn name(&self) -> &'static str;
+    /// A command: a core module's `_start` (or its export `entry`, the shim's `file.wasm#func`: no
+    /// parameters, nothing or an i32 exit code returned), or a component's `wasi:cli/run` (an entry is
+    /// an error for a component).
+    fn load_command(&self, input: &Input, entry: Option<&str>) -> Result<Arc<dyn Program>>;
 
-    /// Compiles `input`, or loads its compiled code from the cache, and links it against the host.
-    /// Link errors (an import the host does not provide, an unsupported world) surface here, before
-    /// any instance exists.
-    fn load(&self, input: &Input) -> Result<Arc<dyn Program>> {
-        self.load_entry(input, None)
-    }
+    /// A component exporting wasi:http/incoming-handler, instantiated fresh for every request.
+    fn load_http(&self, input: &Input) -> Result<Arc<dyn HttpProgram>>;
 
-    /// Like [`load`](Self::load), running the core module's export `entry` instead of `_start` (the
-    /// shim's `file.wasm#func`). The export must take no parameters and return nothing or an i32 (the
-    /// exit code). Components always run `wasi:cli/run`, so an entry is an error for them.
-    fn load_entry(&self, input: &Input, entry: Option<&str>) -> Result<Arc<dyn Program>>;
+    /// A WASI preview 1 command module answering HTTP the CGI way (WAGI), fresh for every request.
+    fn load_wagi(&self, input: &Input) -> Result<Arc<dyn WagiProgram>>;
 
     /// Compiles `input` into this engine's precompiled format (`wasmcell compile`).
     fn precompile(&self, input: &Input) -> Result<Vec<u8>>;
+
+    /// Makes running guests of a long-lived engine (serve, the shim's HTTP components) yield now and
+    /// then, so that their deadlines fire and they share threads; lasts as long as the engine.
+    fn start_time_slicing(&self) -> std::io::Result<()>;
 }
 
-/// A loaded, linked program: creating an instance of it is cheap.
+/// A loaded, linked command: creating an instance of it is cheap.
 pub trait Program: Send + Sync {
-    fn kind(&self) -> WasmKind;
-
-    /// Creates a sandboxed guest granted exactly what `policy` says. It does not run yet.
-    fn create(&self, policy: &SandboxPolicy, stdio: &Stdio, stop: StopSignal) -> Result<Box<dyn Guest>>;
+    /// Creates a sandboxed guest granted exactly what `grants` says. It does not run yet.
+    fn create(&self, grants: &Grants, stdio: &Stdio) -> Result<Box<dyn Guest>>;
 }
 
 /// One instance of a program, ready to run its entry point.
 pub trait Guest: Send {
+    /// How to stop this guest: the program made it, with the engine's own way of interrupting
+    /// running wasm code.
+    fn stop_signal(&self) -> StopSignal;
+
     /// Instantiates the program and runs its entry point to completion, returning the guest's exit
     /// code. Wasm code that is running when [`StopSignal::request`] is called stops at its next
     /// interruption point.
-    fn run(self: Box<Self>) -> Pin<Box<dyn Future<Output = Result<i32>> + Send>>;
+    fn run(self: Box<Self>) -> BoxFuture<'static, Result<i32>>;
+}
+
+/// A loaded wasi:http component.
+pub trait HttpProgram: Send + Sync {
+    /// Serves one request in a fresh instance granted `grants`. Resolves when the guest has set the
+    /// response (its body may still be streaming) or failed to.
+    fn handle<'a>(
+        &'a self,
+        req: http::Request<HttpBody>,
+        grants: &'a Grants,
+        limits: RequestLimits,
+    ) -> BoxFuture<'a, Result<http::Response<HttpBody>, Failure>>;
+}
+
+/// A loaded WAGI module.
+pub trait WagiProgram: Send + Sync {
+    /// Runs the module once in a fresh instance with `cgi_env` added to the granted environment and
+    /// `body` as stdin; its stdout is the response.
+    fn handle<'a>(
+        &'a self,
+        body: Bytes,
+        cgi_env: &'a [(String, String)],
+        grants: &'a Grants,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<WagiOutput, Failure>>;
+}
+
+/// The most a WAGI handler may write to stdout (its whole response).
+pub const MAX_WAGI_OUTPUT: usize = 64 << 20;
+
+/// What a WAGI run produced.
+#[derive(Debug)]
+pub struct WagiOutput {
+    pub stdout: Bytes,
+    pub exit_code: i32,
+}
+
+/// Per-request limits beside the sandbox policy's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestLimits {
+    /// Wall-clock deadline for the whole request, response body included.
+    pub timeout: Option<Duration>,
+    /// Largest request body the guest may read.
+    pub max_body: Option<u64>,
+}
+
+/// Why a request got no response from the guest. The serving loop maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The guest trapped (or a host call failed it).
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// A WAGI module exited with a non-zero status instead of answering.
+    #[error("the module exited with status {0}")]
+    Exit(i32),
+    /// The guest ran past the request deadline.
+    #[error("guest exceeded the request timeout of {0:?}")]
+    Timeout(Duration),
+    /// The guest's memory growth was denied at the cap and it failed.
+    #[error("guest exceeded its memory limit")]
+    MemoryLimit,
+    /// The request body was larger than allowed.
+    #[error("request body over {0} bytes")]
+    BodyTooLarge(u64),
+    /// The guest returned without setting a response.
+    #[error("guest returned without a response")]
+    NoResponse,
+    /// The guest answered with an error code instead of a response.
+    #[error("guest answered with error {0}")]
+    ErrorCode(String),
+    /// The host could not set up the request.
+    #[error("{0}")]
+    Host(String),
 }
 
 /// Why a guest was asked to stop.

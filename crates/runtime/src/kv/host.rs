@@ -7,8 +7,7 @@
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
 
 use super::{KvError, Store};
-use crate::home::Home;
-use crate::policy::{KvGrant, SandboxPolicy};
+use std::sync::Arc;
 
 mod draft2 {
     wasmtime::component::bindgen!({
@@ -55,27 +54,22 @@ pub struct Cas {
     current: Option<Vec<u8>>,
 }
 
-/// Per-instance key-value state: which stores the guest may open, for which application.
-/// [`KvCtx::default`] grants nothing.
-#[derive(Clone, Debug, Default)]
+/// Per-instance key-value state: the stores the guest was granted, already opened, by name. Built only
+/// by [`crate::grants`]; [`KvCtx::default`] grants nothing, and cloning one is a reference count.
+#[derive(Clone, Default)]
 pub struct KvCtx {
-    app: String,
-    grants: Vec<KvGrant>,
+    granted: Option<Arc<[(String, Store)]>>,
 }
 
 impl KvCtx {
-    /// The grants of `policy` (its `kv` and `app`).
-    /// Allocates nothing when nothing is granted (serve builds one per request).
-    pub fn new(policy: &SandboxPolicy) -> KvCtx {
-        if policy.kv.is_empty() {
-            return KvCtx::default();
-        }
-        KvCtx { app: policy.app.clone(), grants: policy.kv.clone() }
+    pub(crate) fn new(granted: Vec<(String, Store)>) -> KvCtx {
+        KvCtx { granted: (!granted.is_empty()).then(|| granted.into()) }
     }
 
+    /// A store that was not granted answers access-denied, whether or not it exists.
     fn open(&self, name: &str) -> Result<Store, KvError> {
-        let grant = self.grants.iter().find(|g| g.name == name).ok_or(KvError::AccessDenied)?;
-        super::open(&Home::from_env(), &self.app, grant)
+        let granted = self.granted.as_deref().unwrap_or_default();
+        granted.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone()).ok_or(KvError::AccessDenied)
     }
 }
 

@@ -7,7 +7,8 @@
 //! that was not granted answers `access-denied`. The same component runs unchanged on all three.
 //!
 //! - [`Store`] is one granted store: limits checked once here, then the backend.
-//! - [`open`] opens (once per process, then shared by every instance) the store a grant names.
+//! - [`Stores`] opens the store a grant names once and shares it with every instance; a front end
+//!   makes one and hands it in (no process-wide state).
 //! - `host` binds the WIT (0.2.0-draft2, what Spin links, and 0.2.0-draft, what
 //!   wasmtime-wasi-keyvalue's guests use) to [`Store`]: [`KvCtx`], [`KvView`], [`add_to_linker`].
 //!
@@ -175,26 +176,45 @@ impl Store {
     }
 }
 
-/// Stores opened so far in this process, by application, grant and name.
-static OPENED: Mutex<Option<HashMap<(String, KvGrant), Store>>> = Mutex::new(None);
+/// Opens the stores a process's guests are granted, each once, and hands out the opened store to every
+/// instance of the application: the embedded database admits one opener per file, so two containers of a
+/// pod (or every request of a server) share one handle. A front end makes one and hands it in
+/// ([`crate::grants::Grants::new`]); nothing here is process-wide.
+#[derive(Clone)]
+pub struct Stores {
+    home: Home,
+    opened: Arc<Mutex<HashMap<(String, KvGrant), Store>>>,
+}
 
-/// Opens the store a grant names for application `app` (see [`crate::policy::SandboxPolicy::app`]),
-/// or returns the one already open. The embedded database lives at `home`'s `kv/APP.redb`.
-pub fn open(home: &Home, app: &str, grant: &KvGrant) -> Result<Store, KvError> {
-    let mut opened = OPENED.lock().unwrap_or_else(|e| e.into_inner());
-    let opened = opened.get_or_insert_with(HashMap::new);
-    let id = (app.to_string(), grant.clone());
-    if let Some(s) = opened.get(&id) {
-        return Ok(s.clone());
+impl Stores {
+    /// Opens nothing yet; embedded databases will live under `home`'s `kv/`.
+    pub fn new(home: Home) -> Stores {
+        Stores { home, opened: Arc::default() }
     }
+
+    /// The store `grant` names for application `app` (see [`crate::policy::SandboxPolicy::app`]),
+    /// opened now or the one already open.
+    pub fn open(&self, app: &str, grant: &KvGrant) -> Result<Store, KvError> {
+        let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        let id = (app.to_string(), grant.clone());
+        if let Some(s) = opened.get(&id) {
+            return Ok(s.clone());
+        }
+        let store = open(&self.home, app, grant)?;
+        opened.insert(id, store.clone());
+        Ok(store)
+    }
+}
+
+/// Opens the store a grant names for application `app`, for one user of it (`wasmcell kv`); guests get
+/// theirs through [`Stores`]. The embedded database lives at `home`'s `kv/APP.redb`.
+pub fn open(home: &Home, app: &str, grant: &KvGrant) -> Result<Store, KvError> {
     let backend = match &grant.backend {
         KvBackend::Embedded => Backend::Embedded(embedded::Store::open(&home.kv_dir(), app, &grant.name)?),
         KvBackend::Memory => Backend::Memory(Arc::new(memory::Store::default())),
         KvBackend::Redis { url } => Backend::Redis(redis::Store::open(url, app, &grant.name)?),
     };
-    let store = Store { backend };
-    opened.insert(id, store.clone());
-    Ok(store)
+    Ok(Store { backend })
 }
 
 /// Lists the keys of a store from outside a guest (`wasmcell kv`), all pages.

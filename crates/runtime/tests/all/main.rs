@@ -6,18 +6,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmcell_runtime::engine::EngineOptions;
+use wasmcell_runtime::home::Home;
 use wasmcell_runtime::inspect::Input;
+use wasmcell_runtime::kv::Stores;
 use wasmcell_runtime::policy::Limits;
-use wasmcell_runtime::{Engine, Error, Instance, Program, SandboxPolicy, Stdio, StdioSpec, WasmtimeEngine};
+use wasmcell_runtime::{Engine, Error, Grants, Instance, Program, SandboxPolicy, Stdio, StdioSpec, WasmtimeEngine};
 use wasmcell_test_programs as guests;
 
 fn load(engine: &WasmtimeEngine, path: &str) -> Arc<dyn Program> {
-    engine.load(&Input::read(Path::new(path)).unwrap()).unwrap()
+    engine.load_command(&Input::read(Path::new(path)).unwrap(), None).unwrap()
 }
 
-fn create(engine: &WasmtimeEngine, program: &Arc<dyn Program>, policy: &SandboxPolicy, stdio: &Stdio) -> Instance {
-    let e = engine.wasmtime().clone();
-    Instance::create(program, move || e.increment_epoch(), policy, stdio).unwrap()
+fn create(_engine: &WasmtimeEngine, program: &Arc<dyn Program>, policy: &SandboxPolicy, stdio: &Stdio) -> Instance {
+    let grants = Grants::new(policy.clone(), &Stores::new(Home::from_env())).unwrap();
+    Instance::create(program, &grants, stdio).unwrap()
 }
 
 fn engine() -> WasmtimeEngine {

@@ -1,0 +1,183 @@
+//! Commands: a core module's `_start` (or a chosen export) and a component's `wasi:cli/run`, each run
+//! to its exit code. Loading checks the entry and the world; creating a guest builds its store.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use wasmtime::Store;
+use wasmtime::component::Component;
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+use super::WasmtimeEngine;
+use super::compile::Compiled;
+use super::host::{self, ComponentHost, ComponentImports, ModuleHost, Slicing};
+use super::outcome::{link_error, outcome};
+use crate::Result;
+use crate::engine::{BoxFuture, Guest, Program, StopSignal, not_runnable};
+use crate::grants::Grants;
+use crate::inspect::Input;
+use crate::instance::Stdio;
+
+pub(super) fn load(engine: &WasmtimeEngine, input: &Input, entry: Option<&str>) -> Result<Arc<dyn Program>> {
+    match engine.load_compiled(input)? {
+        Compiled::Module(module) => {
+            let entry = entry.unwrap_or("_start");
+            check_entry(&module, entry, &input.name)?;
+            let pre = host::module_linker(&engine.engine)?.instantiate_pre(&module).map_err(|e| link_error(&input.name, &e))?;
+            Ok(Arc::new(ModuleProgram { engine: engine.engine.clone(), pre, entry: entry.into() }))
+        }
+        Compiled::Component(_) if entry.is_some() => Err(not_runnable(format!(
+            "{}: a component runs wasi:cli/run; `#{}` picks an export of a core module only",
+            input.name,
+            entry.unwrap_or_default()
+        ))),
+        Compiled::Component(component) => {
+            check_command_world(&engine.engine, &component, &input.name)?;
+            let linker = host::component_linker(&engine.engine, ComponentImports::Command)?;
+            let pre = linker.instantiate_pre(&component).map_err(|e| link_error(&input.name, &e))?;
+            let pre = CommandPre::new(pre).map_err(|e| link_error(&input.name, &e))?;
+            Ok(Arc::new(ComponentProgram { engine: engine.engine.clone(), pre }))
+        }
+    }
+}
+
+/// The export run must exist and take no parameters, returning nothing or an i32 exit code.
+fn check_entry(module: &wasmtime::Module, entry: &str, name: &str) -> Result<()> {
+    match module.get_export(entry) {
+        None if entry == "_start" => {
+            Err(not_runnable(format!("{name}: module exports no `_start` function (a reactor or library module): nothing to run")))
+        }
+        None => Err(not_runnable(format!("{name}: module exports no function `{entry}`"))),
+        Some(wasmtime::ExternType::Func(f)) => {
+            let results: Vec<_> = f.results().collect();
+            let fits =
+                f.params().len() == 0 && (results.is_empty() || (results.len() == 1 && matches!(results[0], wasmtime::ValType::I32)));
+            if fits {
+                Ok(())
+            } else {
+                Err(not_runnable(format!(
+                    "{name}: `{entry}` takes parameters or returns something other than an i32 exit code: cannot run it"
+                )))
+            }
+        }
+        Some(_) => Err(not_runnable(format!("{name}: export `{entry}` is not a function"))),
+    }
+}
+
+/// A component run by `wasmcell run` must target wasi:cli/command (export `wasi:cli/run@0.2.x`).
+fn check_command_world(engine: &wasmtime::Engine, component: &Component, name: &str) -> Result<()> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.2")) {
+        return Ok(());
+    }
+    let hint = if exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@")) {
+        " (it is a wasi:http handler: use `wasmcell serve`)"
+    } else {
+        ""
+    };
+    let list = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
+    Err(not_runnable(format!("{name}: unsupported world: the component does not export wasi:cli/run@0.2.x (it exports {list}){hint}")))
+}
+
+/// A stop signal whose interrupt is an epoch increment of `engine`: running code checks it at once.
+fn stop_signal(engine: &wasmtime::Engine) -> StopSignal {
+    let engine = engine.clone();
+    StopSignal::new(move || engine.increment_epoch())
+}
+
+struct ModuleProgram {
+    engine: wasmtime::Engine,
+    pre: wasmtime::InstancePre<ModuleHost>,
+    /// The export run: `_start`, or what `file.wasm#func` named (checked: no parameters, no result or an i32).
+    entry: Arc<str>,
+}
+
+impl Program for ModuleProgram {
+    fn create(&self, grants: &Grants, stdio: &Stdio) -> Result<Box<dyn Guest>> {
+        let stop = stop_signal(&self.engine);
+        let host = ModuleHost::new(grants.wasi(stdio)?, grants);
+        let hit = host.limits.hit_flag();
+        let store = host::new_store(&self.engine, host, Slicing::Until(stop.clone()));
+        let limit = grants.policy().limits.memory;
+        Ok(Box::new(ModuleGuest { store, pre: self.pre.clone(), entry: self.entry.clone(), hit, limit, stop }))
+    }
+}
+
+struct ModuleGuest {
+    store: Store<ModuleHost>,
+    pre: wasmtime::InstancePre<ModuleHost>,
+    entry: Arc<str>,
+    hit: Arc<AtomicBool>,
+    limit: Option<u64>,
+    stop: StopSignal,
+}
+
+impl Guest for ModuleGuest {
+    fn stop_signal(&self) -> StopSignal {
+        self.stop.clone()
+    }
+
+    fn run(self: Box<Self>) -> BoxFuture<'static, Result<i32>> {
+        let ModuleGuest { mut store, pre, entry, hit, limit, stop: _ } = *self;
+        Box::pin(async move {
+            let result = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                if &*entry == "_start" {
+                    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                    return start.call_async(&mut store, ()).await.map(|()| 0);
+                }
+                // Checked at load: no parameters, no result or an i32.
+                let func =
+                    instance.get_func(&mut store, &entry).ok_or_else(|| wasmtime::format_err!("module exports no function `{entry}`"))?;
+                let mut results = vec![wasmtime::Val::I32(0); func.ty(&store).results().len()];
+                func.call_async(&mut store, &[], &mut results).await?;
+                Ok(results.first().and_then(wasmtime::Val::i32).unwrap_or(0))
+            }
+            .await;
+            outcome(result, &hit, limit)
+        })
+    }
+}
+
+struct ComponentProgram {
+    engine: wasmtime::Engine,
+    pre: CommandPre<ComponentHost>,
+}
+
+impl Program for ComponentProgram {
+    fn create(&self, grants: &Grants, stdio: &Stdio) -> Result<Box<dyn Guest>> {
+        let stop = stop_signal(&self.engine);
+        let host = ComponentHost::new(grants, stdio)?;
+        let hit = host.limits.hit_flag();
+        let store = host::new_store(&self.engine, host, Slicing::Until(stop.clone()));
+        let limit = grants.policy().limits.memory;
+        Ok(Box::new(ComponentGuest { store, pre: self.pre.clone(), hit, limit, stop }))
+    }
+}
+
+struct ComponentGuest {
+    store: Store<ComponentHost>,
+    pre: CommandPre<ComponentHost>,
+    hit: Arc<AtomicBool>,
+    limit: Option<u64>,
+    stop: StopSignal,
+}
+
+impl Guest for ComponentGuest {
+    fn stop_signal(&self) -> StopSignal {
+        self.stop.clone()
+    }
+
+    fn run(self: Box<Self>) -> BoxFuture<'static, Result<i32>> {
+        let ComponentGuest { mut store, pre, hit, limit, stop: _ } = *self;
+        Box::pin(async move {
+            let result = async {
+                let command = pre.instantiate_async(&mut store).await?;
+                command.wasi_cli_run().call_run(&mut store).await
+            }
+            .await;
+            outcome(result.map(|r| if r.is_ok() { 0 } else { 1 }), &hit, limit)
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! The one store state and the one linker builder, for every kind of program: commands (core modules
+//! and wasi:cli components), wasi:http components and WAGI modules.
+//!
+//! A store's state is a [`Host`]: the WASI context of its kind (preview 1 for core modules, the
+//! component context with its resource table, wasi:http context and outbound hook for components),
+//! the key-value stores, and the memory limiter. Everything in it is built from [`Grants`].
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::limits::MemoryLimiter;
+use super::outcome::engine_err;
+use crate::Result;
+use crate::engine::StopSignal;
+use crate::grants::{Grants, Outbound};
+use crate::instance::Stdio;
+use crate::kv::{KvCtx, KvView};
+
+/// A store's state; `W` is the WASI context of the program's kind.
+pub(crate) struct Host<W> {
+    pub(crate) wasi: W,
+    pub(crate) kv: KvCtx,
+    pub(crate) limits: MemoryLimiter,
+}
+
+/// The WASI context of a component: WASI 0.2, wasi:http (linked for HTTP programs only), the table of
+/// the guest's resources.
+pub(crate) struct ComponentWasi {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    outbound: Outbound,
+}
+
+/// The state of a core module's store.
+pub(crate) type ModuleHost = Host<WasiP1Ctx>;
+/// The state of a component's store.
+pub(crate) type ComponentHost = Host<ComponentWasi>;
+
+impl ModuleHost {
+    pub(crate) fn new(wasi: wasmtime_wasi::WasiCtxBuilder, grants: &Grants) -> ModuleHost {
+        let mut wasi = wasi;
+        Host { wasi: wasi.build_p1(), kv: KvCtx::default(), limits: MemoryLimiter::new(grants.policy()) }
+    }
+}
+
+impl ComponentHost {
+    pub(crate) fn new(grants: &Grants, stdio: &Stdio) -> Result<ComponentHost> {
+        let wasi = ComponentWasi {
+            ctx: grants.wasi(stdio)?.build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: grants.outbound_http(),
+        };
+        Ok(Host { wasi, kv: grants.kv(), limits: MemoryLimiter::new(grants.policy()) })
+    }
+
+    /// The wasi:http view, for setting up a request's resources.
+    pub(crate) fn http_view(&mut self) -> WasiHttpCtxView<'_> {
+        self.http()
+    }
+}
+
+impl WasiView for ComponentHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi.ctx, table: &mut self.wasi.table }
+    }
+}
+
+impl WasiHttpView for ComponentHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let w = &mut self.wasi;
+        WasiHttpCtxView { ctx: &mut w.http, table: &mut w.table, hooks: &mut w.outbound }
+    }
+}
+
+/// The linker for core modules: WASI preview 1.
+pub(crate) fn module_linker(engine: &wasmtime::Engine) -> Result<wasmtime::Linker<ModuleHost>> {
+    let mut linker = wasmtime::Linker::<ModuleHost>::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h| &mut h.wasi).map_err(engine_err)?;
+    Ok(linker)
+}
+
+/// What a component may import besides WASI 0.2 and wasi:keyvalue.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ComponentImports {
+    /// A wasi:cli command.
+    Command,
+    /// A wasi:http handler: wasi:http too.
+    Http,
+}
+
+/// The linker for components: WASI 0.2 (wasi:cli/exit#exit-with-code is stable since 0.2.12, so exit
+/// codes pass through), wasi:keyvalue, and for HTTP programs wasi:http.
+pub(crate) fn component_linker(engine: &wasmtime::Engine, imports: ComponentImports) -> Result<wasmtime::component::Linker<ComponentHost>> {
+    let mut linker = wasmtime::component::Linker::<ComponentHost>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+    if imports == ComponentImports::Http {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+    }
+    crate::kv::add_to_linker(&mut linker, |h: &mut ComponentHost| KvView { ctx: &h.kv, table: &mut h.wasi.table }).map_err(engine_err)?;
+    Ok(linker)
+}
+
+/// How a store's running code is interrupted.
+pub(crate) enum Slicing {
+    /// Trap at the next epoch tick once `stop` is requested (commands: `wasmcell run`, the shim).
+    Until(StopSignal),
+    /// Yield to the event loop at every epoch tick (requests: their deadline is a tokio timer).
+    Yield,
+}
+
+/// A store with the memory limiter installed and epoch interruption set up.
+pub(crate) fn new_store<W: Send + 'static>(engine: &wasmtime::Engine, host: Host<W>, slicing: Slicing) -> Store<Host<W>> {
+    let mut store = Store::new(engine, host);
+    store.limiter(|h| &mut h.limits as &mut dyn ResourceLimiter);
+    store.set_epoch_deadline(1);
+    match slicing {
+        Slicing::Until(stop) => store.epoch_deadline_callback(move |_| {
+            Ok(if stop.requested().is_some() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
+        }),
+        // A spinning guest shares the threads and its deadline can fire.
+        Slicing::Yield => store.epoch_deadline_async_yield_and_update(1),
+    }
+    store
+}
