@@ -308,7 +308,8 @@ impl FromStr for OutboundRule {
             }
         };
         let host = host.to_ascii_lowercase();
-        if host.is_empty() || (host.contains('*') && host != "*" && !(host.starts_with("*.") && !host[2..].contains('*'))) {
+        let wildcard_ok = host == "*" || host.strip_prefix("*.").is_some_and(|rest| !rest.contains('*'));
+        if host.is_empty() || (host.contains('*') && !wildcard_ok) {
             return Err(err("a host wildcard is `*` or `*.suffix`"));
         }
         let port = match port {

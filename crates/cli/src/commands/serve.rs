@@ -86,59 +86,15 @@ const DEFAULT_MEMORY: u64 = 128 << 20;
 impl ServeCommand {
     pub fn execute(self) -> Result<()> {
         let (path, image) = images::resolve_target(&self.target, self.pull, &self.registry)?;
-        let mut policy = SandboxPolicy::default();
-        let argv0 = image
-            .as_ref()
-            .map(|i| i.argv0.clone())
-            .unwrap_or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        policy.args = std::iter::once(argv0).chain(image.iter().flat_map(|i| i.default_args.clone())).collect();
-        if let Some(img) = &image {
-            super::sandbox::apply_image(&mut policy, img)?;
-        }
-        policy.app = super::sandbox::default_app(&self.target, image.as_ref());
-        self.sandbox.apply(&mut policy)?;
-        for o in &self.allow_outbound {
-            policy.http_outbound.push(o.parse::<OutboundRule>().map_err(config)?);
-        }
-        let memory = policy.limits.memory.unwrap_or(DEFAULT_MEMORY);
-        policy.limits.memory = Some(memory);
+        let policy = self.policy(&path, image.as_ref())?;
         let timeout = policy::parse_duration(&self.timeout).map_err(config)?;
         let drain_timeout = policy::parse_duration(&self.drain_timeout).map_err(config)?;
         let max_body = policy::parse_size(&self.max_body).map_err(config)?;
         if self.max_concurrency == 0 {
             return Err(Error::Config("--max-concurrency must be at least 1".into()).into());
         }
-
-        let cache =
-            (!self.no_cache).then(|| wasmcell_runtime::cache::Cache::new(wasmcell_runtime::home::Home::from_env().compiled_cache()));
-        let engine = WasmtimeEngine::new(EngineOptions {
-            cache,
-            max_stack: policy.limits.max_stack,
-            allow_precompiled: self.allow_precompiled,
-            single_instance: false,
-            pooling: Some(PoolOptions { instances: u32::try_from(self.max_concurrency).unwrap_or(u32::MAX), max_memory: memory }),
-        })?;
-        match engine.allocator() {
-            Allocator::Pooling(n) if n as usize >= self.max_concurrency => tracing::debug!(instances = n, "instance pool reserved"),
-            Allocator::Pooling(n) => {
-                eprintln!("wasmcell: warning: the host could only reserve a pool of {n} instances; more run allocated on demand")
-            }
-            Allocator::OnDemand => eprintln!("wasmcell: warning: no instance pool could be reserved; instances are allocated on demand"),
-        }
-        let input = Input::read(&path)?;
-        let handler = if input.precompiled {
-            // A precompiled artifact carries its kind; try the component reading first.
-            match engine.load_http(&input) {
-                Ok(h) => Handler::Http(h),
-                Err(_) => Handler::Wagi(engine.load_wagi(&input)?),
-            }
-        } else {
-            match input.kind()? {
-                WasmKind::Component => Handler::Http(engine.load_http(&input)?),
-                WasmKind::Module => Handler::Wagi(engine.load_wagi(&input)?),
-            }
-        };
-
+        let engine = self.engine(&policy)?;
+        let handler = load(&engine, &Input::read(&path)?)?;
         // Running guests yield now and then, so deadlines fire and threads are shared.
         engine.start_time_slicing().context("failed to start the epoch thread")?;
 
@@ -177,6 +133,65 @@ impl ServeCommand {
             Ok::<_, anyhow::Error>(())
         })
     }
+}
+
+impl ServeCommand {
+    /// The sandbox flags (and an image's config) as the policy every request's instance gets; the
+    /// memory cap always set, since it sizes the instance pool.
+    fn policy(&self, path: &std::path::Path, image: Option<&images::Runnable>) -> Result<SandboxPolicy> {
+        let mut policy = SandboxPolicy::default();
+        let argv0 = image
+            .map(|i| i.argv0.clone())
+            .unwrap_or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        policy.args = std::iter::once(argv0).chain(image.iter().flat_map(|i| i.default_args.clone())).collect();
+        if let Some(img) = image {
+            super::sandbox::apply_image(&mut policy, img)?;
+        }
+        policy.app = super::sandbox::default_app(&self.target, image);
+        self.sandbox.apply(&mut policy)?;
+        for o in &self.allow_outbound {
+            policy.http_outbound.push(o.parse::<OutboundRule>().map_err(config)?);
+        }
+        policy.limits.memory = Some(policy.limits.memory.unwrap_or(DEFAULT_MEMORY));
+        Ok(policy)
+    }
+
+    /// An engine with a pool of `--max-concurrency` instances (a warning when the host cannot reserve it).
+    fn engine(&self, policy: &SandboxPolicy) -> Result<WasmtimeEngine> {
+        let cache =
+            (!self.no_cache).then(|| wasmcell_runtime::cache::Cache::new(wasmcell_runtime::home::Home::from_env().compiled_cache()));
+        let max_memory = policy.limits.memory.unwrap_or(DEFAULT_MEMORY);
+        let engine = WasmtimeEngine::new(EngineOptions {
+            cache,
+            max_stack: policy.limits.max_stack,
+            allow_precompiled: self.allow_precompiled,
+            single_instance: false,
+            pooling: Some(PoolOptions { instances: u32::try_from(self.max_concurrency).unwrap_or(u32::MAX), max_memory }),
+        })?;
+        match engine.allocator() {
+            Allocator::Pooling(n) if n as usize >= self.max_concurrency => tracing::debug!(instances = n, "instance pool reserved"),
+            Allocator::Pooling(n) => {
+                eprintln!("wasmcell: warning: the host could only reserve a pool of {n} instances; more run allocated on demand")
+            }
+            Allocator::OnDemand => eprintln!("wasmcell: warning: no instance pool could be reserved; instances are allocated on demand"),
+        }
+        Ok(engine)
+    }
+}
+
+/// A component is served as wasi:http, a core module as WAGI.
+fn load(engine: &WasmtimeEngine, input: &Input) -> Result<Handler> {
+    if input.precompiled {
+        // A precompiled artifact carries its kind; try the component reading first.
+        return Ok(match engine.load_http(input) {
+            Ok(h) => Handler::Http(h),
+            Err(_) => Handler::Wagi(engine.load_wagi(input)?),
+        });
+    }
+    Ok(match input.kind()? {
+        WasmKind::Component => Handler::Http(engine.load_http(input)?),
+        WasmKind::Module => Handler::Wagi(engine.load_wagi(input)?),
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

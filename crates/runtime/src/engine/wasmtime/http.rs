@@ -85,10 +85,10 @@ impl HttpHandler {
         grants: &Grants,
         limits: RequestLimits,
     ) -> Result<http::Response<HyperOutgoingBody>, Failure> {
-        if let (Some(max), Some(len)) = (limits.max_body, declared_length(&req)) {
-            if len > max {
-                return Err(Failure::BodyTooLarge(max));
-            }
+        if let (Some(max), Some(len)) = (limits.max_body, declared_length(&req))
+            && len > max
+        {
+            return Err(Failure::BodyTooLarge(max));
         }
         let stdio = Stdio { stdin: StdioSpec::Null, stdout: StdioSpec::Inherit, stderr: StdioSpec::Inherit };
         let host = ComponentHost::new(grants, &stdio).map_err(|e| Failure::Host(e.to_string()))?;
