@@ -6,11 +6,11 @@
 //! costs locality, never correctness.
 fn main() {
     println!("cargo:rerun-if-env-changed=WASMCELL_LINK_ORDER");
-    if let Ok(path) = std::env::var("WASMCELL_LINK_ORDER") {
-        if !path.is_empty() {
-            println!("cargo:rerun-if-changed={path}");
-            println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={path}");
-            println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
-        }
+    if let Ok(path) = std::env::var("WASMCELL_LINK_ORDER")
+        && !path.is_empty()
+    {
+        println!("cargo:rerun-if-changed={path}");
+        println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={path}");
+        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     }
 }

@@ -94,12 +94,12 @@ fn main() -> ExitCode {
 fn report(err: &anyhow::Error) {
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "wasmcell: {err:#}");
-    if let Some(wasmcell_runtime::Error::Trap { backtrace, .. }) = err.downcast_ref() {
-        if !backtrace.is_empty() {
-            let _ = writeln!(stderr, "wasm backtrace:");
-            for (i, frame) in backtrace.iter().enumerate().take(20) {
-                let _ = writeln!(stderr, "  {i:>2}: {frame}");
-            }
+    if let Some(wasmcell_runtime::Error::Trap { backtrace, .. }) = err.downcast_ref()
+        && !backtrace.is_empty()
+    {
+        let _ = writeln!(stderr, "wasm backtrace:");
+        for (i, frame) in backtrace.iter().enumerate().take(20) {
+            let _ = writeln!(stderr, "  {i:>2}: {frame}");
         }
     }
 }

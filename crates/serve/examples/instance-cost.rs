@@ -59,8 +59,7 @@ fn main() -> Result<(), BoxError> {
     let input = Input::read(Path::new(&path))?;
     let handler = engine.load_http(&input)?;
     // The policy serve builds for a file with no flags: argv[0] the file name, the memory cap set.
-    let mut policy = SandboxPolicy::default();
-    policy.args = vec![input.name.clone()];
+    let mut policy = SandboxPolicy { args: vec![input.name.clone()], ..SandboxPolicy::default() };
     policy.limits.memory = Some(MEMORY);
     // serve's limits: a deadline (a tokio timer per request) and a body cap.
     let limits = RequestLimits { timeout: Some(Duration::from_secs(30)), max_body: Some(16 << 20) };

@@ -109,15 +109,15 @@ fn parse_output(out: Bytes) -> Response<ServeBody> {
 fn split_head(out: &Bytes) -> (Option<String>, Bytes) {
     let text = &out[..out.len().min(64 << 10)];
     let end = find(text, b"\r\n\r\n").map(|i| (i, 4)).or_else(|| find(text, b"\n\n").map(|i| (i, 2)));
-    if let Some((i, sep)) = end {
-        if let Ok(head) = std::str::from_utf8(&text[..i]) {
-            let looks_like_headers = !head.is_empty()
-                && head.lines().all(|l| {
-                    l.split_once(':').is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-                });
-            if looks_like_headers {
-                return (Some(head.to_string()), out.slice(i + sep..));
-            }
+    if let Some((i, sep)) = end
+        && let Ok(head) = std::str::from_utf8(&text[..i])
+    {
+        let looks_like_headers = !head.is_empty()
+            && head.lines().all(|l| {
+                l.split_once(':').is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            });
+        if looks_like_headers {
+            return (Some(head.to_string()), out.slice(i + sep..));
         }
     }
     (None, out.clone())

@@ -241,11 +241,11 @@ fn start_http(
                 }
             };
             let code = rt.block_on(async move {
-                if let Some(ns) = &netns {
-                    if let Err(e) = enter_netns(ns) {
-                        let _ = bound_tx.send(Err(e));
-                        return None;
-                    }
+                if let Some(ns) = &netns
+                    && let Err(e) = enter_netns(ns)
+                {
+                    let _ = bound_tx.send(Err(e));
+                    return None;
                 }
                 let server = match Server::bind(addr, Handler::Http(program), grants, config, Metrics::new()).await {
                     Ok(s) => s,

@@ -104,8 +104,7 @@ pub fn translate(spec: &Spec, bundle: &Path, layer: LayerSource<'_>) -> Result<L
         },
     };
 
-    let mut policy = SandboxPolicy::default();
-    policy.args = std::iter::once(argv0).chain(args.into_iter().skip(1)).collect();
+    let mut policy = SandboxPolicy { args: std::iter::once(argv0).chain(args.into_iter().skip(1)).collect(), ..SandboxPolicy::default() };
     let mut http_addr = DEFAULT_HTTP_ADDR.to_string();
     for kv in process.env().iter().flatten() {
         let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
@@ -138,10 +137,9 @@ pub fn translate(spec: &Spec, bundle: &Path, layer: LayerSource<'_>) -> Result<L
 
     if let Some(limit) =
         spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.memory().as_ref()).and_then(|m| m.limit())
+        && limit > 0
     {
-        if limit > 0 {
-            policy.limits.memory = Some(limit as u64);
-        }
+        policy.limits.memory = Some(limit as u64);
     }
 
     Ok(Launch { module, export, policy, http_addr, netns, pause: false, cgroup: cgroup_of(spec) })

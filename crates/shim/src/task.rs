@@ -468,10 +468,10 @@ pub(crate) fn now() -> Timestamp {
 
 /// Lazily unmounts everything at or under `target`.
 pub(crate) fn unmount(target: &Path) {
-    if let Some(t) = target.to_str() {
-        if let Err(e) = containerd_shim::mount::umount_recursive(Some(t), libc::MNT_DETACH) {
-            log::warn!("failed to unmount {t}: {e}");
-        }
+    if let Some(t) = target.to_str()
+        && let Err(e) = containerd_shim::mount::umount_recursive(Some(t), libc::MNT_DETACH)
+    {
+        log::warn!("failed to unmount {t}: {e}");
     }
 }
 

@@ -57,7 +57,8 @@ fn memory_limit_stops_growth() {
     // Only the core module: a C component built with the jco 1.35 adapter and Debian's 2022 wasi-libc
     // fails an adapter assertion on its first write after the heap grew (under `wasmtime run` too), so
     // components are covered by `component_grow.wat` below.
-    for (kind, file) in [("module", guests::MEMHOG_C)] {
+    {
+        let (kind, file) = ("module", guests::MEMHOG_C);
         let f = file;
         let out = cell.run(&["run", "--memory", "64M", f, "16"]);
         out.expect_ok();

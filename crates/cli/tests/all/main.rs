@@ -24,6 +24,12 @@ pub struct Cell {
     pub home: tempfile::TempDir,
 }
 
+impl Default for Cell {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Cell {
     pub fn new() -> Cell {
         Cell { home: tempfile::tempdir().unwrap() }
