@@ -52,6 +52,9 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<Result<Done, KvError>>,
 }
 
+/// The database files open in this process. Not a grant (those are `kv::Stores`, handed in): redb admits
+/// one opener of a file per process, and an application's stores are tables of one file, so every store
+/// of `kv/APP.redb` — from `Stores` or from `wasmcell kv` — shares the one handle.
 static DATABASES: Mutex<Option<HashMap<PathBuf, Arc<Db>>>> = Mutex::new(None);
 
 fn definition(table: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
