@@ -168,19 +168,9 @@ fn build_http_guests(src_dir: &Path, wasi_wit: &Path, adapter_bytes: &[u8], out:
     for src in sources(src_dir, "c") {
         let name = stem(&src);
         let module = work.join(format!("{name}.core.wasm"));
-        run(
-            clang()
-                .args(["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-Wall", "-Werror", "-Wl,--strip-debug", "-I"])
-                .arg(&bindings)
-                .arg("-o")
-                .arg(&module)
-                .arg(&src)
-                .args(&bindings_objs),
-            &format!("clang ({})", src.display()),
-        );
-        embed_world(&module, &resolve, world);
         let component = out.join(format!("{name}.http.wasm"));
-        componentize(&module, adapter_bytes, &component);
+        let bindings = Bindings { dir: &bindings, objects: &bindings_objs, resolve: &resolve, world };
+        bindgen_component(&src, &["-mexec-model=reactor"], &bindings, &module, adapter_bytes, &component);
         constant(consts, &format!("http_{name}"), &component);
     }
 }
@@ -223,23 +213,38 @@ fn build_kv_guests(
         let bindings_objs = compile_bindings(&bindings, world_name, &work);
         let module = work.join(format!("{name}.core.wasm"));
         let src = src_dir.join(format!("{name}.c"));
-        run(
-            clang()
-                .args(["--target=wasm32-wasi", "-O2", "-Wall", "-Werror", "-Wl,--strip-debug"])
-                .args(flags)
-                .arg("-I")
-                .arg(&bindings)
-                .arg("-o")
-                .arg(&module)
-                .arg(&src)
-                .args(&bindings_objs),
-            &format!("clang ({})", src.display()),
-        );
-        embed_world(&module, &resolve, world);
         let component = out.join(file);
-        componentize(&module, adapter, &component);
+        let b = Bindings { dir: &bindings, objects: &bindings_objs, resolve: &resolve, world };
+        bindgen_component(&src, flags, &b, &module, adapter, &component);
         constant(consts, const_name, &component);
     }
+}
+
+/// wit-bindgen's C bindings of one world: their headers, compiled objects, and the world they describe.
+struct Bindings<'a> {
+    dir: &'a Path,
+    objects: &'a [PathBuf],
+    resolve: &'a wit_parser::Resolve,
+    world: wit_parser::WorldId,
+}
+
+/// `src` (C against `bindings`) compiled with `flags` into `module`, its world embedded, and wrapped with
+/// `adapter` into the component `component`.
+fn bindgen_component(src: &Path, flags: &[&str], bindings: &Bindings<'_>, module: &Path, adapter: &[u8], component: &Path) {
+    run(
+        clang()
+            .args(["--target=wasm32-wasi", "-O2", "-Wall", "-Werror", "-Wl,--strip-debug"])
+            .args(flags)
+            .arg("-I")
+            .arg(bindings.dir)
+            .arg("-o")
+            .arg(module)
+            .arg(src)
+            .args(bindings.objects),
+        &format!("clang ({})", src.display()),
+    );
+    embed_world(module, bindings.resolve, bindings.world);
+    componentize(module, adapter, component);
 }
 
 fn clang() -> Command {
