@@ -188,3 +188,43 @@ impl WasiHttpHooks for Outbound {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::home::Home;
+    use crate::policy::{KvBackend, KvGrant, Mount};
+
+    fn grants(policy: SandboxPolicy) -> Result<Grants> {
+        Grants::new(policy, &Stores::new(Home::at("/nonexistent-wasmcell-home")))
+    }
+
+    #[test]
+    fn a_mount_that_does_not_exist_is_refused_before_anything_runs() {
+        let mut p = SandboxPolicy::default();
+        p.mounts.push(Mount { host: "/nonexistent/dir".into(), guest: "/data".into(), read_only: false });
+        let err = grants(p).unwrap().wasi(&Stdio::default()).err().expect("refused");
+        assert!(matches!(&err, Error::Config(m) if m.contains("/nonexistent/dir")), "{err}");
+    }
+
+    #[test]
+    fn only_granted_stores_are_opened_and_the_default_grants_none() {
+        let none = grants(SandboxPolicy::default()).unwrap();
+        assert!(none.kv().is_empty());
+        let mut p = SandboxPolicy { app: "app".into(), ..SandboxPolicy::default() };
+        p.kv.push(KvGrant { name: "cache".into(), backend: KvBackend::Memory });
+        let g = grants(p).unwrap();
+        assert_eq!(g.kv().granted_names(), ["cache"]);
+    }
+
+    #[test]
+    fn outbound_http_is_denied_without_a_rule() {
+        let g = grants(SandboxPolicy::default()).unwrap();
+        assert!(g.outbound_http().allow.is_empty());
+        let mut p = SandboxPolicy::default();
+        p.http_outbound.push("http://127.0.0.1:8080".parse().unwrap());
+        let g = grants(p).unwrap();
+        assert!(g.outbound_http().allow.iter().any(|r| r.allows("http", "127.0.0.1", 8080)));
+        assert!(!g.outbound_http().allow.iter().any(|r| r.allows("http", "127.0.0.1", 8081)));
+    }
+}

@@ -66,6 +66,16 @@ impl KvCtx {
         KvCtx { granted: (!granted.is_empty()).then(|| granted.into()) }
     }
 
+    /// Whether no store is granted.
+    pub fn is_empty(&self) -> bool {
+        self.granted.is_none()
+    }
+
+    /// The names of the granted stores, in grant order.
+    pub fn granted_names(&self) -> Vec<&str> {
+        self.granted.as_deref().unwrap_or_default().iter().map(|(n, _)| n.as_str()).collect()
+    }
+
     /// A store that was not granted answers access-denied, whether or not it exists.
     fn open(&self, name: &str) -> Result<Store, KvError> {
         let granted = self.granted.as_deref().unwrap_or_default();
@@ -286,5 +296,21 @@ impl v1::batch::Host for KvView<'_> {
 
     async fn delete_many(&mut self, b: Resource<BucketDraft>, keys: Vec<String>) -> Result<(), KvError> {
         self.bucket_draft(&b)?.delete_many(keys).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_that_was_not_granted_is_access_denied() {
+        let home = crate::home::Home::at("/nonexistent-wasmcell-home");
+        let grant = crate::policy::KvGrant { name: "cache".into(), backend: crate::policy::KvBackend::Memory };
+        let store = super::super::open(&home, "app", &grant).unwrap();
+        let ctx = KvCtx::new(vec![("cache".into(), store)]);
+        assert!(ctx.open("cache").is_ok());
+        assert_eq!(ctx.open("other").err(), Some(KvError::AccessDenied));
+        assert_eq!(KvCtx::default().open("cache").err(), Some(KvError::AccessDenied));
     }
 }
