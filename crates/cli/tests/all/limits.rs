@@ -75,3 +75,21 @@ fn memory_limit_stops_growth() {
     let out = cell.run(&["run", "--memory", "8M", guests::COMPONENT_GROW_WAT]);
     out.expect_code(137).expect_error_line("memory limit of 8 MiB");
 }
+
+#[test]
+fn memory_cap_holds_against_many_memories() {
+    // Four 56 MiB memories: each fits under 64M, together they must not (was: exit 0 at 246 MB RSS).
+    let cell = Cell::new();
+    let out = cell.run(&["run", "--memory", "64M", guests::MANY_MEMORIES_WAT]);
+    out.expect_code(137).expect_error_line("memory limit of 64 MiB");
+    // The same guest with room for all four runs to its end.
+    cell.run(&["run", "--memory", "300M", guests::MANY_MEMORIES_WAT]).expect_ok();
+}
+
+#[test]
+fn memory_cap_holds_against_huge_tables() {
+    // Five tables of 10M elements each are 400 MB of host memory (was: exit 0 at 410 MB RSS).
+    let cell = Cell::new();
+    let out = cell.run(&["run", "--memory", "1M", guests::HUGE_TABLES_WAT]);
+    out.expect_code(137).expect_error_line("memory limit of 1 MiB");
+}

@@ -11,7 +11,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::limits::MemoryLimiter;
+use super::limits::{MAX_RESOURCES, MemoryLimiter};
 use super::outcome::engine_err;
 use crate::Result;
 use crate::engine::StopSignal;
@@ -49,12 +49,10 @@ impl ModuleHost {
 
 impl ComponentHost {
     pub(crate) fn new(grants: &Grants, stdio: &Stdio) -> Result<ComponentHost> {
-        let wasi = ComponentWasi {
-            ctx: grants.wasi(stdio)?.build(),
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
-            outbound: grants.outbound_http(),
-        };
+        let mut table = ResourceTable::new();
+        // Every resource a guest holds (a stream, a header map, a request) costs the host memory.
+        table.set_max_capacity(MAX_RESOURCES);
+        let wasi = ComponentWasi { ctx: grants.wasi(stdio)?.build(), table, http: WasiHttpCtx::new(), outbound: grants.outbound_http() };
         Ok(Host { wasi, kv: grants.kv(), limits: MemoryLimiter::new(grants.policy()) })
     }
 

@@ -1,5 +1,8 @@
-//! The memory limiter of every store: caps each linear memory at the policy's limit and remembers a
-//! denied growth, so that a guest that then fails is reported as out of memory rather than as a bare trap.
+//! The resource limiter of every store: `--memory` bounds everything the guest can make the host
+//! allocate for it, all its linear memories and tables together (per store: a command, one request,
+//! one container's guest), and the number of instances, memories and tables it may create. A denied
+//! growth is remembered, so that a guest that then fails is reported as out of memory rather than as a
+//! bare trap.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,16 +11,32 @@ use wasmtime::ResourceLimiter;
 
 use crate::SandboxPolicy;
 
-/// Caps each linear memory and remembers whether the cap was hit.
+/// What one table element costs the host: a pointer (funcref and externref tables alike).
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+/// Table elements allowed without a memory cap (wasmtime's own default bound).
+const MAX_TABLE_ELEMENTS: usize = 10_000_000;
+/// Core instances a store may create (a component made by the WASI adapter has a handful).
+pub(crate) const MAX_INSTANCES: usize = 1000;
+/// Linear memories a store may create (each reserves address space when it is made).
+pub(crate) const MAX_MEMORIES: usize = 100;
+/// Tables a store may create.
+pub(crate) const MAX_TABLES: usize = 1000;
+/// Resources (handles: streams, fields, requests, buckets) a guest may hold in the host's table at once.
+pub(crate) const MAX_RESOURCES: usize = 100_000;
+
+/// Bounds a store's memories and tables together and remembers whether the bound was hit.
 pub(crate) struct MemoryLimiter {
-    max_memory: Option<usize>,
+    max_bytes: Option<usize>,
+    /// Bytes of the store's memories and tables, as last granted.
+    used: usize,
     hit: Arc<AtomicBool>,
 }
 
 impl MemoryLimiter {
     pub(crate) fn new(policy: &SandboxPolicy) -> MemoryLimiter {
         MemoryLimiter {
-            max_memory: policy.limits.memory.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+            max_bytes: policy.limits.memory.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+            used: 0,
             hit: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -26,20 +45,73 @@ impl MemoryLimiter {
     pub(crate) fn hit_flag(&self) -> Arc<AtomicBool> {
         self.hit.clone()
     }
+
+    /// Grants growing something from `current` to `desired` bytes if the total stays under the cap.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if self.max_bytes.is_some_and(|max| total > max) {
+            self.hit.store(true, Ordering::SeqCst);
+            return false;
+        }
+        self.used = total;
+        true
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        match self.max_memory {
-            Some(max) if desired > max => {
-                self.hit.store(true, Ordering::SeqCst);
-                Ok(false)
-            }
-            _ => Ok(true),
-        }
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.grow(current, desired))
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 10_000_000)
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if self.max_bytes.is_none() {
+            return Ok(desired <= MAX_TABLE_ELEMENTS);
+        }
+        Ok(self.grow(current.saturating_mul(TABLE_ELEMENT_BYTES), desired.saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capped(bytes: u64) -> MemoryLimiter {
+        let mut p = SandboxPolicy::default();
+        p.limits.memory = Some(bytes);
+        MemoryLimiter::new(&p)
+    }
+
+    #[test]
+    fn memories_count_together_against_the_cap() {
+        let mut l = capped(64 << 20);
+        let page56 = 56 << 20;
+        assert!(l.memory_growing(0, page56, None).unwrap());
+        assert!(!l.memory_growing(0, page56, None).unwrap(), "a second 56 MiB memory must not fit in 64 MiB");
+        assert!(l.hit.load(Ordering::SeqCst));
+        // Growing the first one within the cap still works: only the difference counts.
+        assert!(l.memory_growing(page56, 60 << 20, None).unwrap());
+    }
+
+    #[test]
+    fn tables_count_against_the_same_cap() {
+        let mut l = capped(1 << 20);
+        assert!(l.table_growing(0, 1000, None).unwrap());
+        assert!(!l.table_growing(1000, 10_000_000, None).unwrap());
+        assert!(l.hit.load(Ordering::SeqCst));
+        let mut free = MemoryLimiter::new(&SandboxPolicy::default());
+        assert!(free.table_growing(0, MAX_TABLE_ELEMENTS, None).unwrap());
+        assert!(!free.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).unwrap());
     }
 }
