@@ -214,6 +214,18 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+impl NetRule {
+    /// The rules one `--net` value grants: `*` is every IPv4 and every IPv6 address, any port; anything
+    /// else is one rule.
+    pub fn parse_all(spec: &str) -> Result<Vec<NetRule>, ParseError> {
+        if spec == "*" {
+            let any = |net: &str| NetRule { net: net.parse().expect("a valid block"), ports: PortRange::ANY };
+            return Ok(vec![any("0.0.0.0/0"), any("::/0")]);
+        }
+        Ok(vec![spec.parse()?])
+    }
+}
+
 impl FromStr for NetRule {
     type Err = ParseError;
 
@@ -222,7 +234,7 @@ impl FromStr for NetRule {
     fn from_str(spec: &str) -> Result<NetRule, ParseError> {
         let err = |why: &str| bad(format!("invalid --net `{spec}`: {why}"));
         if spec == "*" {
-            return Ok(NetRule { net: "0.0.0.0/0".parse().unwrap(), ports: PortRange::ANY });
+            return Err(err("`*` grants several rules (NetRule::parse_all)"));
         }
         let (addr, ports) = if let Some(rest) = spec.strip_prefix('[') {
             let (addr, after) = rest.split_once(']').ok_or_else(|| err("missing `]`"))?;
@@ -300,18 +312,29 @@ impl FromStr for OutboundRule {
         }
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
             let (h, tail) = v6.split_once(']').ok_or_else(|| err("unclosed ["))?;
-            (h.to_string(), tail.strip_prefix(':'))
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (rest.to_string(), None),
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(err("what is in brackets must be an IPv6 address"));
             }
+            let port = match tail {
+                "" => None,
+                t => Some(t.strip_prefix(':').ok_or_else(|| err("expected `:PORT` after `]`"))?),
+            };
+            (h.to_string(), port)
+        } else {
+            let (h, p) = match rest.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            };
+            if h.contains(':') || p.is_some_and(|p| p.contains(':')) {
+                return Err(err("an IPv6 address goes in brackets, e.g. http://[::1]:8080"));
+            }
+            let h = h.to_ascii_lowercase();
+            if !valid_host_pattern(&h) {
+                return Err(err("the host must be a DNS name, an IPv4 address, `*` or `*.suffix`"));
+            }
+            (h, p)
         };
         let host = host.to_ascii_lowercase();
-        let wildcard_ok = host == "*" || host.strip_prefix("*.").is_some_and(|rest| !rest.contains('*'));
-        if host.is_empty() || (host.contains('*') && !wildcard_ok) {
-            return Err(err("a host wildcard is `*` or `*.suffix`"));
-        }
         let port = match port {
             Some("*") => None,
             Some(p) => Some(p.parse::<u16>().map_err(|_| err("the port must be a number or *"))?),
@@ -323,6 +346,24 @@ impl FromStr for OutboundRule {
         };
         Ok(OutboundRule { scheme, host, port })
     }
+}
+
+/// `*`, `*.suffix` or a name: dot-separated labels of letters, digits and `-` (not first or last),
+/// 1-63 bytes each, 253 in all (an IPv4 address is such a name too).
+fn valid_host_pattern(host: &str) -> bool {
+    if host == "*" {
+        return true;
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 impl OutboundRule {
@@ -409,7 +450,23 @@ mod tests {
         assert!(r.allows("http", "LOCALHOST", 1) && r.allows("https", "localhost", 65535));
         let r: OutboundRule = "http://[::1]:80".parse().unwrap();
         assert!(r.allows("http", "[::1]", 80));
-        for bad in ["example.com", "ftp://x", "http://a/b", "http://u@h", "http://a*b", "http://h:x", "http://"] {
+        for bad in [
+            "example.com",
+            "ftp://x",
+            "http://a/b",
+            "http://u@h",
+            "http://a*b",
+            "http://h:x",
+            "http://",
+            "http://*.",
+            "http://[::1]garbage",
+            "http://::1",
+            "http://[not-v6]:80",
+            "http://a..b",
+            "http://-a.b",
+            "http://*.*.b",
+            "http://h:80:90",
+        ] {
             assert!(bad.parse::<OutboundRule>().is_err(), "{bad}");
         }
     }
@@ -472,6 +529,10 @@ mod tests {
         assert!("1.2.3.4:90-80".parse::<NetRule>().is_err());
         assert!("example.com:80".parse::<NetRule>().is_err());
         assert_eq!("fd00::/8".parse::<NetRule>().unwrap().to_string(), "[fd00::/8]:*");
+        // `*` is all addresses of both families.
+        let all = NetworkPolicy { allow: NetRule::parse_all("*").unwrap(), name_lookup: false };
+        assert!(all.allows("192.0.2.1:443".parse().unwrap(), false));
+        assert!(all.allows("[2001:db8::1]:443".parse().unwrap(), false));
     }
 
     #[test]

@@ -80,7 +80,7 @@ impl SandboxFlags {
             p.mounts.push(Mount::parse_volume(v).map_err(config)?);
         }
         for n in &self.net {
-            p.network.allow.push(n.parse::<NetRule>().map_err(config)?);
+            p.network.allow.extend(NetRule::parse_all(n).map_err(config)?);
         }
         p.network.name_lookup = self.allow_name_lookup;
         for k in &self.kv {

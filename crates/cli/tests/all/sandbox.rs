@@ -164,3 +164,13 @@ fn stdin_passes_through() {
         assert!(out.stderr().contains(&format!("copied {} bytes", input.len())), "{kind}: {}", out.stderr());
     }
 }
+
+#[test]
+fn malformed_outbound_rules_are_refused_not_widened() {
+    // Each of these was accepted (and matched hosts it did not name); now each is one line, exit 125.
+    let cell = Cell::new();
+    for rule in ["http://*.", "http://[::1]garbage", "http://::1", "http://a..b"] {
+        let out = cell.run(&["serve", "--addr", "127.0.0.1:0", "--allow-outbound", rule, guests::HTTP_HELLO]);
+        out.expect_code(125).expect_error_line("--allow-outbound");
+    }
+}
