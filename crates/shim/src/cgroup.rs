@@ -276,17 +276,21 @@ fn places<'h>(spec: &CgroupSpec, hierarchies: &'h [Hierarchy], own: &[(String, S
         if out.iter().any(|(seen, _)| seen.mount == h.mount) {
             continue; // co-mounted (cpu,cpuacct): one directory
         }
+        let mine = own.iter().find(|(c, _)| h.controllers.contains(c)).map_or("/", |(_, p)| p.as_str());
         let relative = if spec.path.starts_with('/') || spec.path.contains(':') {
             path.clone()
         } else {
             // Relative to the shim's own cgroup in this hierarchy (as runc does).
-            let mine = own.iter().find(|(c, _)| h.controllers.contains(c)).map_or("/", |(_, p)| p.as_str());
             Path::new(mine).join(&path)
         };
         let relative = relative.strip_prefix("/").unwrap_or(&relative).to_path_buf();
         if relative.as_os_str().is_empty() {
             // The hierarchy's root: limits cannot be written there, and no container may own it.
             return Err(Error::InvalidSpec(format!("linux.cgroupsPath {:?}: names the root cgroup", spec.path)));
+        }
+        if relative == Path::new(mine.trim_start_matches('/')) {
+            // The shim's own: its limits would bind the shim and every other guest of the pod.
+            return Err(Error::InvalidSpec(format!("linux.cgroupsPath {:?}: names the shim's own cgroup", spec.path)));
         }
         out.push((h, h.mount.join(relative)));
     }
@@ -350,7 +354,8 @@ fn own_cgroups() -> Vec<(String, String)> {
 /// systemd gives that unit (`a-b.slice` is `a.slice/a-b.slice`; the unit is `prefix-name.scope`).
 fn resolve(path: &str) -> Result<PathBuf> {
     let invalid = || Error::InvalidSpec(format!("linux.cgroupsPath {path:?}: not a cgroup path"));
-    if path.split('/').any(|c| c == "..") {
+    // `..` climbs out of where the container may be; `.` (or `./`) is the shim's own cgroup.
+    if path.split('/').any(|c| c == ".." || c == ".") {
         return Err(invalid());
     }
     let parts: Vec<&str> = path.split(':').collect();
@@ -403,6 +408,7 @@ mod tests {
         );
         assert_eq!(resolve(":cri:abc").unwrap(), PathBuf::from("/system.slice/cri-abc.scope"));
         assert!(resolve("/a/../../etc").is_err());
+        assert!(resolve(".").is_err() && resolve("./").is_err() && resolve("a/./b").is_err());
         assert!(resolve("a:b").is_err());
         assert!(resolve("kube--pods.slice:p:n").is_err());
     }
@@ -427,6 +433,12 @@ mod tests {
         let h = [Hierarchy { mount: PathBuf::from("/sys/fs/cgroup/cpu"), controllers: vec!["cpu".into()] }];
         let root = CgroupSpec { path: "/".into(), cpu: CpuLimits::default() };
         assert!(places(&root, &h, &[]).is_err());
+        // The shim's own cgroup, named absolutely, is no container's either.
+        let own = [("cpu".to_string(), "/system.slice/shim".to_string())];
+        let shims = CgroupSpec { path: "/system.slice/shim".into(), cpu: CpuLimits::default() };
+        assert!(places(&shims, &h, &own).is_err());
+        let child = CgroupSpec { path: "c1".into(), cpu: CpuLimits::default() };
+        assert_eq!(places(&child, &h, &own).unwrap()[0].1, PathBuf::from("/sys/fs/cgroup/cpu/system.slice/shim/c1"));
         let leaf = CgroupSpec { path: "/ns/c1".into(), cpu: CpuLimits::default() };
         assert_eq!(places(&leaf, &h, &[]).unwrap()[0].1, PathBuf::from("/sys/fs/cgroup/cpu/ns/c1"));
     }

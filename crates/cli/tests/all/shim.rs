@@ -483,6 +483,14 @@ fn shim_puts_the_guest_in_the_containers_cgroup_under_its_cpu_limit() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("linux.cgroupsPath \"a:b\": not a cgroup path"), "{}", text(&out.stderr));
     let _ = s.containerd.ctr(&["containers", "rm", "bad-cgroup"]);
+    // `.` and `./` would be the shim's own cgroup (its limits would bind every guest of the pod): refused.
+    for (i, path) in [".", "./"].into_iter().enumerate() {
+        let id = format!("own-cgroup-{i}");
+        let out = s.run_with(&id, &["--cgroup", path], &[]);
+        assert!(!out.status.success(), "cgroupsPath {path:?} was accepted");
+        assert!(text(&out.stderr).contains("not a cgroup path"), "{path:?}: {}", text(&out.stderr));
+        let _ = s.containerd.ctr(&["containers", "rm", &id]);
+    }
     let fifos = s.fifo_dir();
     let run = ["run", "-d", "--null-io", "--fifo-dir", &fifos, "--runtime", RUNTIME, "--cpu-quota", "20000", "--cpu-period", "100000"];
     ok("ctr run -d spinner", s.containerd.ctr(&[&run[..], &[IMAGE, "spinner", "/app/spin.wat"]].concat()));
