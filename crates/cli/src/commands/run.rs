@@ -84,7 +84,7 @@ impl RunCommand {
         if let Some(img) = image {
             super::sandbox::apply_image(&mut p, img)?;
         }
-        p.app = super::sandbox::default_app(&self.target, image);
+        p.app = super::sandbox::default_app(&self.target, image.is_some());
         self.sandbox.apply(&mut p)?;
         p.limits.timeout = self.timeout.as_deref().map(policy::parse_duration).transpose().map_err(super::sandbox::config)?;
         tracing::debug!(policy = %serde_json::to_string(&p.redacted()).unwrap_or_default(), "sandbox policy");

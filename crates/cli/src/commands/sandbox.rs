@@ -103,34 +103,54 @@ impl SandboxFlags {
     }
 }
 
-/// The application name of a target when `--app` does not give one: a file's name without `.wasm`,
-/// an image's repository path (`/` as `-`), cut to the characters a name may have.
-pub fn default_app(target: &str, image: Option<&Runnable>) -> String {
-    let base = match image {
-        Some(_) => {
-            let repo = target.split('@').next().unwrap_or(target);
-            let repo = match repo.rfind(':') {
-                Some(i) if !repo[i..].contains('/') => &repo[..i],
-                _ => repo,
-            };
-            // Drop a registry host (the first component when it has a dot, a colon or is localhost).
-            let mut parts: Vec<&str> = repo.split('/').collect();
-            if parts.len() > 1 && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost") {
-                parts.remove(0);
-            }
-            parts.join("-")
-        }
-        None => {
-            let name = std::path::Path::new(target).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            name.strip_suffix(".wasm").unwrap_or(&name).to_string()
+/// The application name of a target when `--app` does not give one: readable (a file's name without
+/// `.wasm`; an image's registry and repository) and made unique by a digest of what it names (the
+/// file's absolute path; the image's full repository name), so that two different files or images never
+/// share key-value data unless the operator names the same `--app`.
+pub fn default_app(target: &str, is_image: bool) -> String {
+    let (readable, identity) = match (is_image, target.parse::<wasmcell_oci::Reference>()) {
+        (true, Ok(r)) => (format!("{}-{}", r.registry(), r.repository()), format!("{}/{}", r.registry(), r.repository())),
+        _ => {
+            let path = std::path::Path::new(target);
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| std::path::absolute(path).unwrap_or(path.to_path_buf()));
+            (name.strip_suffix(".wasm").unwrap_or(&name).to_string(), absolute.to_string_lossy().into_owned())
         }
     };
     let mut app: String =
-        base.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).take(64).collect();
+        readable.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).take(48).collect();
     while app.starts_with('.') {
         app.remove(0);
     }
-    if app.is_empty() { "app".into() } else { app }
+    let digest = wasmcell_oci::Digest::of(identity.as_bytes());
+    format!("{}-{}", if app.is_empty() { "app" } else { &app }, &digest.hex()[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn different_images_and_files_get_different_applications() {
+        let a = default_app("a.io/team/app:1", true);
+        let b = default_app("b.io/team/app:1", true);
+        assert_ne!(a, b);
+        assert!(a.starts_with("a.io-team-app-"), "{a}");
+        // Tags and digests of one repository are one application.
+        assert_eq!(a, default_app("a.io/team/app:2", true));
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["x", "y"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+            std::fs::write(dir.path().join(d).join("app.wasm"), b"").unwrap();
+        }
+        let x = default_app(dir.path().join("x/app.wasm").to_str().unwrap(), false);
+        let y = default_app(dir.path().join("y/app.wasm").to_str().unwrap(), false);
+        assert_ne!(x, y);
+        assert!(x.starts_with("app-") && y.starts_with("app-"), "{x} {y}");
+        // The same file, named another way, is the same application.
+        let again = default_app(dir.path().join("x/../x/app.wasm").to_str().unwrap(), false);
+        assert_eq!(x, again);
+    }
 }
 
 /// The policy with its key-value stores opened (a store that cannot be opened is an error now).

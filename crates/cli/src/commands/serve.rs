@@ -147,7 +147,7 @@ impl ServeCommand {
         if let Some(img) = image {
             super::sandbox::apply_image(&mut policy, img)?;
         }
-        policy.app = super::sandbox::default_app(&self.target, image);
+        policy.app = super::sandbox::default_app(&self.target, image.is_some());
         self.sandbox.apply(&mut policy)?;
         for o in &self.allow_outbound {
             policy.http_outbound.push(o.parse::<OutboundRule>().map_err(config)?);

@@ -246,3 +246,23 @@ fn run_grants_stores_too() {
         assert_eq!(out.stderr().lines().count(), 1, "{}", out.stderr());
     }
 }
+
+#[test]
+fn kv_data_is_not_shared_between_two_files_of_the_same_name() {
+    // x/app.wasm and y/app.wasm used to default to one application, `app`, and see each other's keys.
+    let cell = Cell::new();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |d: &str| {
+        let p = dir.path().join(d).join("app.wasm");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::copy(guests::KVCMD_COMPONENT, &p).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (x, y) = (copy("x"), copy("y"));
+    cell.run(&["run", "--kv", "default", &x, "default", "set", "secret", "x's"]).expect_code(0);
+    assert_eq!(cell.run(&["run", "--kv", "default", &x, "default", "get", "secret"]).expect_code(0).stdout(), "x's\n");
+    cell.run(&["run", "--kv", "default", &y, "default", "get", "secret"]).expect_code(1);
+    // Naming the same application shares on purpose.
+    cell.run(&["run", "--kv", "default", "--app", "shared", &x, "default", "set", "k", "v"]).expect_code(0);
+    assert_eq!(cell.run(&["run", "--kv", "default", "--app", "shared", &y, "default", "get", "k"]).expect_code(0).stdout(), "v\n");
+}
