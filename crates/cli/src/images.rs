@@ -131,7 +131,8 @@ pub fn resolve(reference: &Reference, policy: PullPolicy, flags: &RegistryFlags)
         (PullPolicy::Never, None) => {
             return Err(wasmcell_oci::Error::ImageNotFound(format!("{name} (not in the local store, and --pull never)")).into());
         }
-        (PullPolicy::Missing, Some(record)) => record,
+        // What is stored is what runs: `never` never connects, and `missing` only when it must.
+        (PullPolicy::Never | PullPolicy::Missing, Some(record)) => record,
         _ => {
             pull(&store, reference, flags, true)?;
             store.get_name(&name)?.ok_or_else(|| wasmcell_oci::Error::ImageNotFound(name.clone()))?

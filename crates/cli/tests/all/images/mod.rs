@@ -96,6 +96,22 @@ fn push_then_run_by_reference_pulls_and_runs() {
 }
 
 #[test]
+fn pull_never_runs_the_stored_image_and_never_connects() {
+    // The tag moves in the registry after this node stored it: `--pull never` must run what is stored
+    // (it used to pull the new image and run that), and must not need the registry at all.
+    let registry = Registry::start();
+    let cell = Cell::new();
+    let image = format!("{}/team/pinned:1", registry.addr());
+    cell.run(&["push", guests::HELLO_C, &image]).expect_ok();
+    let node = Cell::new();
+    node.run(&["pull", &image]).expect_ok();
+    cell.run(&["push", guests::ENV_C, &image]).expect_ok();
+    assert_eq!(node.run(&["run", "--pull", "never", &image]).expect_ok().stdout(), "hello from C\n");
+    drop(registry);
+    assert_eq!(node.run(&["run", "--pull", "never", &image]).expect_ok().stdout(), "hello from C\n");
+}
+
+#[test]
 fn component_artifact_records_its_world() {
     let registry = Registry::start();
     let cell = Cell::new();
