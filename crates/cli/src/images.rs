@@ -33,6 +33,15 @@ pub struct RegistryFlags {
     /// localhost and 127.0.0.0/8).
     #[arg(long)]
     pub insecure: bool,
+
+    /// The most an image may declare for its config and layers together (e.g. 500M, 8G); larger
+    /// images are refused before anything is downloaded [default: 4G].
+    #[arg(long = "max-image-size", value_name = "SIZE", value_parser = parse_size_flag)]
+    pub max_image_size: Option<u64>,
+}
+
+fn parse_size_flag(s: &str) -> std::result::Result<u64, String> {
+    wasmcell_runtime::policy::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// When `run` pulls an image.
@@ -56,6 +65,9 @@ pub fn tokio() -> Result<tokio::runtime::Runtime> {
 pub fn options(flags: &RegistryFlags, progress: bool) -> Options {
     let mut options = Options::new(credentials());
     options.insecure = flags.insecure;
+    if let Some(max) = flags.max_image_size {
+        options.max_image_size = max;
+    }
     if progress && std::io::stderr().is_terminal() {
         options.progress = Some(progress_bars());
     }

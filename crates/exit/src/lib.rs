@@ -68,6 +68,7 @@ pub fn for_oci(e: &OciError) -> u8 {
         | OciError::SizeMismatch { .. }
         | OciError::Credentials(_)
         | OciError::Io { .. }
+        | OciError::NoSpace { .. }
         | OciError::Corrupt(_) => WASMCELL_ERROR,
     }
 }

@@ -30,6 +30,9 @@ pub enum Error {
     /// A manifest, config or layer over its size limit.
     #[error("{what} is too large: over the limit of {limit} bytes")]
     TooLarge { what: String, limit: u64 },
+    /// The store's file system has less room than an image needs.
+    #[error("not enough space for {what} in {}: {needed} bytes needed, {available} available", path.display())]
+    NoSpace { what: String, path: PathBuf, needed: u64, available: u64 },
     /// Layers (or another archive) with more entries than allowed.
     #[error("too many entries in {what}: over the limit of {limit}")]
     TooManyEntries { what: String, limit: u64 },

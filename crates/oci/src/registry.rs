@@ -24,7 +24,7 @@ use oci_client::secrets::RegistryAuth;
 use crate::auth::CredentialStore;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{self, Content, Descriptor, Image};
+use crate::image::{self, Content, Descriptor, Image, Manifest};
 use crate::reference::Reference;
 use crate::store::{ImageRecord, MAX_MANIFEST_BYTES, Store};
 
@@ -56,7 +56,12 @@ pub struct Options {
     pub backoff: Duration,
     /// Blobs fetched at once.
     pub concurrency: usize,
+    /// The most an image's blobs (config and layers, as its manifest declares them) may add up to.
+    pub max_image_size: u64,
 }
+
+/// The default of [`Options::max_image_size`]: far above any Wasm image, and far below a full disk.
+pub const DEFAULT_MAX_IMAGE_SIZE: u64 = 4 << 30;
 
 impl Options {
     pub fn new(credentials: CredentialStore) -> Options {
@@ -67,6 +72,7 @@ impl Options {
             attempts: 4,
             backoff: Duration::from_millis(200),
             concurrency: 4,
+            max_image_size: DEFAULT_MAX_IMAGE_SIZE,
         }
     }
 }
@@ -315,6 +321,11 @@ impl Client {
             return Err(Error::InvalidImage("an index entry points at another index".into()));
         };
 
+        // Before a single layer byte: the sizes the manifest declares must add up, fit the limit and
+        // fit the disk (a registry may declare anything, and would otherwise stream until it is full).
+        let needed = check_sizes(&manifest, self.options.max_image_size, reference, |d| store.has(d))?;
+        check_free_space(store.root(), needed, reference)?;
+
         let mut report = PullReport {
             reference: reference.to_string(),
             digest: top_digest.clone(),
@@ -549,6 +560,49 @@ impl Client {
 }
 
 /// The layers a pull must fetch for `image`.
+/// The bytes `manifest`'s blobs that are not stored yet (`present`) will take, after checking that the
+/// config is small, the sizes do not overflow, and the whole image stays under `max`.
+fn check_sizes(manifest: &Manifest, max: u64, reference: &Reference, present: impl Fn(&Digest) -> bool) -> Result<u64> {
+    if manifest.config.size > MAX_MANIFEST_BYTES {
+        return Err(Error::TooLarge { what: format!("config of {reference}"), limit: MAX_MANIFEST_BYTES });
+    }
+    let (mut total, mut needed) = (0u64, 0u64);
+    for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        total = total
+            .checked_add(d.size)
+            .filter(|t| *t <= max)
+            .ok_or_else(|| Error::TooLarge { what: format!("image {reference}"), limit: max })?;
+        if !present(&d.digest) {
+            needed += d.size;
+        }
+    }
+    Ok(needed)
+}
+
+/// Refuses a pull that cannot fit on the store's file system (keeping 64 MiB spare for everything else).
+fn check_free_space(dir: &std::path::Path, needed: u64, reference: &Reference) -> Result<()> {
+    const SPARE: u64 = 64 << 20;
+    let Some(available) = free_space(dir) else { return Ok(()) };
+    if needed.saturating_add(SPARE) > available {
+        return Err(Error::NoSpace { what: format!("image {reference}"), path: dir.to_path_buf(), needed, available });
+    }
+    Ok(())
+}
+
+/// Bytes an unprivileged writer may still use on `dir`'s file system (`None` when it cannot be asked).
+fn free_space(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `st` is written by statvfs before it is read.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
 fn layers_to_fetch(image: &Image) -> Vec<Descriptor> {
     match image.kind {
         image::ImageKind::Compat => image.rootfs_layers.clone(),

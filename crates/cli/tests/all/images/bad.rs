@@ -206,3 +206,37 @@ fn a_decompression_bomb_is_stopped() {
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     assert_eq!(std::fs::read_dir(cell.home().join("store/rootfs")).unwrap().count(), 0);
 }
+
+#[test]
+fn a_registry_that_lies_about_blob_sizes_cannot_fill_the_disk() {
+    // The manifest may declare any size; a pull used to stream until the disk was full. Now the sizes
+    // are checked before a single layer byte moves: too large, overflowing, or more than the disk holds.
+    let registry = Registry::start();
+    let (image, _) = push_hello(&registry, "team/hello:1");
+    let manifest = super::skopeo_manifest(&image);
+    let proxy = FaultProxy::start(&registry.addr());
+    let via_proxy = image.replace(&registry.addr(), &proxy.addr);
+    let lie = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut m = manifest.clone();
+        edit(&mut m);
+        let body = serde_json::to_vec(&m).unwrap();
+        proxy.fail("GET", "/manifests/", Answer::Body { content_type: "application/vnd.oci.image.manifest.v1+json".into(), body }, 1);
+    };
+    let cell = Cell::new();
+    lie(&|m| m["layers"][0]["size"] = json!(1u64 << 40));
+    cell.run(&["pull", &via_proxy]).expect_code(126).expect_error_line("too large");
+    lie(&|m| {
+        m["layers"][0]["size"] = json!(u64::MAX);
+        let again = m["layers"][0].clone();
+        m["layers"].as_array_mut().unwrap().push(again);
+    });
+    cell.run(&["pull", &via_proxy]).expect_code(126).expect_error_line("too large");
+    lie(&|m| m["config"]["size"] = json!(1u64 << 30));
+    cell.run(&["pull", &via_proxy]).expect_code(126).expect_error_line("config");
+    // Allowed by the limit, but no disk here has 1 PiB free.
+    lie(&|m| m["layers"][0]["size"] = json!(1u64 << 50));
+    cell.run(&["pull", "--max-image-size", "2000000G", &via_proxy]).expect_code(125).expect_error_line("not enough space");
+    assert_store_consistent(&cell);
+    // The honest image still pulls under a limit it fits.
+    cell.run(&["pull", "--max-image-size", "10M", &image]).expect_ok();
+}
