@@ -160,6 +160,7 @@ impl Client {
             return Ok(h.clone());
         }
         let auth = self.registry_auth(reference)?;
+        self.check_token_realm(reference, &auth).await?;
         let op = if push { RegistryOperation::Push } else { RegistryOperation::Pull };
         let token =
             self.retry(|| self.oci.auth(reference.as_oci(), &auth, op)).await.map_err(|e| self.map_err(reference, "authorization", e))?;
@@ -173,6 +174,44 @@ impl Client {
         };
         self.auth_headers.lock().unwrap().insert(key, header.clone());
         Ok(header)
+    }
+
+    /// Before credentials go anywhere: a registry's Bearer challenge names the token server (`realm`) they
+    /// will be sent to. That must be HTTPS, or plain HTTP on the registry's own host when the registry
+    /// itself is spoken to over plain HTTP (loopback or `--insecure`); anything else would hand the
+    /// password, unencrypted, to whatever host the registry names.
+    async fn check_token_realm(&self, reference: &Reference, auth: &RegistryAuth) -> Result<()> {
+        if !matches!(auth, RegistryAuth::Basic(..)) {
+            return Ok(());
+        }
+        let base = format!("{}://{}/v2/", self.scheme(reference), reference.registry());
+        let resp = match self.http.get(&base).send().await {
+            Ok(r) => r,
+            // Unreachable: the request that follows reports it (no credentials were sent here).
+            Err(_) => return Ok(()),
+        };
+        let Some(challenge) = resp.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()) else {
+            return Ok(());
+        };
+        let Some(realm) = bearer_realm(challenge) else { return Ok(()) };
+        let refused = |why: &str| Error::Unauthorized {
+            registry: reference.registry().to_string(),
+            reason: format!(
+                "its token realm {realm:?} {why}; credentials are sent only over HTTPS, or over plain HTTP to the registry's own host"
+            ),
+        };
+        let url = reqwest::Url::parse(&realm).map_err(|_| refused("is not a URL"))?;
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" => {
+                let registry_host = crate::reference::registry_host(reference.registry());
+                let same_host = url.host_str().is_some_and(|h| {
+                    h.trim_start_matches('[').trim_end_matches(']') == registry_host.trim_start_matches('[').trim_end_matches(']')
+                });
+                if same_host && self.scheme(reference) == "http" { Ok(()) } else { Err(refused("is plain HTTP on another host")) }
+            }
+            _ => Err(refused("is neither HTTPS nor HTTP")),
+        }
     }
 
     /// Runs `op` again after a delay while it fails with a 5xx or a broken connection.
@@ -535,6 +574,7 @@ impl Client {
     /// Checks credentials against the registry (what `login` does before saving them).
     pub async fn check_login(&self, reference: &Reference) -> Result<()> {
         let auth = self.registry_auth(reference)?;
+        self.check_token_realm(reference, &auth).await?;
         let base = format!("{}://{}/v2/", self.scheme(reference), reference.registry());
         let token = self
             .retry(|| self.oci.auth(reference.as_oci(), &auth, RegistryOperation::Pull))
@@ -559,7 +599,6 @@ impl Client {
     }
 }
 
-/// The layers a pull must fetch for `image`.
 /// The bytes `manifest`'s blobs that are not stored yet (`present`) will take, after checking that the
 /// config is small, the sizes do not overflow, and the whole image stays under `max`.
 fn check_sizes(manifest: &Manifest, max: u64, reference: &Reference, present: impl Fn(&Digest) -> bool) -> Result<u64> {
@@ -603,6 +642,21 @@ fn free_space(dir: &std::path::Path) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
+/// The `realm` of a `Bearer` challenge (`Bearer realm="https://auth/token",service="..."`).
+fn bearer_realm(challenge: &str) -> Option<String> {
+    let (scheme, params) = challenge.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let at = params.to_ascii_lowercase().find("realm=")?;
+    let value = &params[at + "realm=".len()..];
+    Some(match value.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next().unwrap_or_default().to_string(),
+        None => value.split(',').next().unwrap_or_default().trim().to_string(),
+    })
+}
+
+/// The layers a pull must fetch for `image`.
 fn layers_to_fetch(image: &Image) -> Vec<Descriptor> {
     match image.kind {
         image::ImageKind::Compat => image.rootfs_layers.clone(),
@@ -692,6 +746,17 @@ mod tests {
         options.insecure = insecure;
         let reference: Reference = reference.parse().unwrap();
         (Client::new(options, &reference).unwrap(), reference)
+    }
+
+    #[test]
+    fn bearer_realms_are_read_from_challenges() {
+        assert_eq!(
+            bearer_realm(r#"Bearer realm="https://auth.example/token",service="reg""#).as_deref(),
+            Some("https://auth.example/token")
+        );
+        assert_eq!(bearer_realm(r#"bearer service="reg",realm="http://1.2.3.4/t""#).as_deref(), Some("http://1.2.3.4/t"));
+        assert_eq!(bearer_realm("Bearer realm=http://x/t,service=y").as_deref(), Some("http://x/t"));
+        assert_eq!(bearer_realm(r#"Basic realm="Registry""#), None);
     }
 
     #[test]

@@ -66,6 +66,33 @@ fn token_registry_bearer_flow() {
 }
 
 #[test]
+fn credentials_never_go_to_a_plain_http_realm_on_another_host() {
+    // A registry may name any token server in its challenge. One on another host over plain HTTP
+    // (127.0.0.2 here, a listener that records what reaches it) must never see the password.
+    let trap = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let realm = format!("http://{}/token", trap.local_addr().unwrap());
+    let (registry, _tokens) = Registry::start_token_realm(USER, PASS, &realm);
+    let cell = Cell::new();
+    let out = login(&cell, &registry.addr(), PASS);
+    out.expect_code(125).expect_error_line("token realm");
+    assert_no_secret(&out);
+    // Credentials stored anyway (from a docker config, say) are not sent on a pull either.
+    let docker = tempfile::tempdir().unwrap();
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}"));
+    let config = format!(r#"{{"auths":{{"{}":{{"auth":"{basic}"}}}}}}"#, registry.addr());
+    std::fs::write(docker.path().join("config.json"), config).unwrap();
+    let image = format!("{}/team/hello:1", registry.addr());
+    let out = cell.run_env(&[("DOCKER_CONFIG", docker.path().to_str().unwrap())], &["pull", &image]);
+    out.expect_code(125).expect_error_line("token realm");
+    match trap.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("something connected to the lying realm: {other:?}"),
+    }
+}
+
+#[test]
 fn docker_config_auths_and_credential_helpers() {
     use base64::Engine as _;
     let registry = Registry::start_htpasswd(USER, PASS);

@@ -68,6 +68,22 @@ impl Registry {
         (registry, tokens)
     }
 
+    /// A token-auth registry whose challenge names `realm` as its token server (a lying registry: the
+    /// tokens it would accept come from `tokens`, but it sends clients elsewhere).
+    pub fn start_token_realm(user: &str, pass: &str, realm: &str) -> (Registry, TokenServer) {
+        let tokens = TokenServer::start(user, pass);
+        let registry = Registry::start_with_auth(|_| {
+            format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                yaml_str(realm),
+                yaml_str(tokens.service()),
+                yaml_str(tokens.issuer()),
+                yaml_str(tokens.cert_path())
+            )
+        });
+        (registry, tokens)
+    }
+
     /// Starts the registry with an `auth:` section made by `auth(dir)` (empty for none), on a free port; retries
     /// with another port when the one picked was taken in the meantime.
     fn start_with_auth(auth: impl FnOnce(&Path) -> String) -> Registry {
