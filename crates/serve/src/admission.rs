@@ -37,10 +37,21 @@ impl Admission {
             return Err(StatusCode::SERVICE_UNAVAILABLE);
         }
         self.metrics.queue_depth.inc();
-        let permit = self.permits.clone().acquire_owned().await;
-        self.metrics.queue_depth.dec();
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        permit.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
+        // Leaves the queue however the wait ends: also when the request's future is dropped while it
+        // waits (hyper drops it when the client goes away), which would otherwise hold a place in the
+        // queue for ever.
+        let _queued = Queued(self);
+        self.permits.clone().acquire_owned().await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
+    }
+}
+
+/// A request's place in the queue, given up when dropped.
+struct Queued<'a>(&'a Admission);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.queue_depth.dec();
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -114,6 +125,27 @@ mod tests {
         });
         assert_eq!(metrics.queue_depth.get(), 0);
         assert_eq!(metrics.rejected.get(), 1);
+    }
+
+    #[test]
+    fn a_waiter_that_gives_up_leaves_the_queue() {
+        // A client that disconnects while queued: hyper drops its request's future.
+        let metrics = Metrics::new();
+        let a = Admission::new(1, 1, metrics.clone());
+        runtime().block_on(async {
+            let held = a.admit().await.unwrap();
+            {
+                let mut gone = pin!(a.admit());
+                assert!(poll_once(gone.as_mut()).is_pending());
+                assert_eq!(metrics.queue_depth.get(), 1);
+            }
+            assert_eq!(metrics.queue_depth.get(), 0, "the abandoned waiter is still counted");
+            let mut next = pin!(a.admit());
+            assert!(poll_once(next.as_mut()).is_pending(), "the abandoned waiter still takes the queue's room");
+            drop(held);
+            let _p = next.await.unwrap();
+        });
+        assert_eq!(metrics.rejected.get(), 0);
     }
 
     #[test]
