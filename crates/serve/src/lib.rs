@@ -11,7 +11,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -23,10 +22,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use wasmcell_runtime::Grants;
 use wasmcell_runtime::engine::{Failure, HttpProgram, RequestLimits, WagiProgram};
 
+use admission::Admission;
+
+mod admission;
 mod metrics;
 mod wagi;
 
@@ -82,8 +84,7 @@ struct Shared {
     handler: Handler,
     grants: Grants,
     config: Config,
-    permits: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    admission: Admission,
     metrics: Metrics,
     local: SocketAddr,
 }
@@ -100,8 +101,8 @@ impl Server {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
-        let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
-        let shared = Arc::new(Shared { handler, grants, config, permits, waiting: AtomicUsize::new(0), metrics, local });
+        let admission = Admission::new(config.max_concurrency, config.max_queue, metrics.clone());
+        let shared = Arc::new(Shared { handler, grants, config, admission, metrics, local });
         Ok(Server { listener, shared })
     }
 
@@ -229,7 +230,7 @@ impl Shared {
         let method = req.method().clone();
         let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
         let version = req.version();
-        let response = match self.admit().await {
+        let response = match self.admission.admit().await {
             Err(status) => message(status, "server busy: the request queue is full\n"),
             Ok(permit) => {
                 self.metrics.live_instances.inc();
@@ -251,24 +252,6 @@ impl Shared {
         self.metrics.observe(status, elapsed);
         tracing::info!(target: "wasmcell::access", %peer, %method, %path, ?version, status = status.as_u16(), micros = elapsed.as_micros() as u64, "request");
         response
-    }
-
-    /// Waits for an instance slot; refuses only when the queue is full.
-    async fn admit(&self) -> Result<OwnedSemaphorePermit, StatusCode> {
-        if let Ok(p) = self.permits.clone().try_acquire_owned() {
-            return Ok(p);
-        }
-        let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
-        if waiting >= self.config.max_queue {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            self.metrics.rejected.inc();
-            return Err(StatusCode::SERVICE_UNAVAILABLE);
-        }
-        self.metrics.queue_depth.inc();
-        let permit = self.permits.clone().acquire_owned().await;
-        self.metrics.queue_depth.dec();
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        permit.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
     }
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<ServeBody>, Failure> {
@@ -346,5 +329,106 @@ impl Body for HoldBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant, so that a new one without a status or a message fails to compile here.
+    fn every_failure() -> Vec<Failure> {
+        let all = vec![
+            Failure::Trap("wasm trap: unreachable at 0x1234".into()),
+            Failure::Exit(3),
+            Failure::Timeout(Duration::from_millis(1500)),
+            Failure::MemoryLimit,
+            Failure::BodyTooLarge(1024),
+            Failure::NoResponse,
+            Failure::ErrorCode("HTTP-request-denied".into()),
+            Failure::Host("cannot open /secret/path: permission denied".into()),
+        ];
+        for f in &all {
+            match f {
+                Failure::Trap(_)
+                | Failure::Exit(_)
+                | Failure::Timeout(_)
+                | Failure::MemoryLimit
+                | Failure::BodyTooLarge(_)
+                | Failure::NoResponse
+                | Failure::ErrorCode(_)
+                | Failure::Host(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_failure_has_its_status() {
+        let statuses: Vec<u16> = every_failure().iter().map(|f| status_for(f).as_u16()).collect();
+        assert_eq!(statuses, [500, 500, 504, 500, 413, 502, 502, 500]);
+    }
+
+    #[test]
+    fn every_failure_has_its_public_message() {
+        let messages: Vec<String> = every_failure().iter().map(public_message).collect();
+        assert_eq!(
+            messages,
+            [
+                "the handler failed (trap)",
+                "the handler exited with status 3",
+                "the handler did not finish within 1.5s",
+                "the handler exceeded its memory limit",
+                "request body larger than 1024 bytes",
+                "the handler returned no response",
+                "the handler answered with an error",
+                "internal error",
+            ]
+        );
+    }
+
+    #[test]
+    fn public_messages_keep_the_details_for_the_log() {
+        for f in every_failure() {
+            let public = public_message(&f);
+            for detail in ["0x1234", "/secret/path", "HTTP-request-denied", "permission denied"] {
+                assert!(!public.contains(detail), "{f:?} tells the client {public:?}");
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_host_message_is_plain_text_with_its_status() {
+        let resp = message(StatusCode::SERVICE_UNAVAILABLE, "server busy: the request queue is full\n");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[http::header::CONTENT_TYPE], "text/plain; charset=utf-8");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "server busy: the request queue is full\n");
+    }
+
+    #[test]
+    fn failures_are_counted_by_kind() {
+        let metrics = Metrics::new();
+        for f in every_failure() {
+            metrics.record_failure(&f);
+        }
+        metrics.record_failure(&Failure::Timeout(Duration::from_secs(1)));
+        let text = metrics.render();
+        for line in ["wasmcell_traps_total 1", "wasmcell_timeouts_total 2", "wasmcell_memory_limits_total 1"] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn requests_total_counts_every_answer() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.requests_total(), 0);
+        for status in [StatusCode::OK, StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE] {
+            metrics.observe(status, Duration::from_millis(1));
+        }
+        assert_eq!(metrics.requests_total(), 3);
+        let text = metrics.render();
+        assert!(text.lines().any(|l| l.starts_with("wasmcell_http_requests_total{status=\"200\"} 2")), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("wasmcell_http_requests_total{status=\"503\"} 1")), "{text}");
     }
 }

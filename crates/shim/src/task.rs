@@ -243,11 +243,7 @@ impl TaskService {
             // CRI marks the container OOMKilled on this event.
             self.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(TaskOOM { container_id: c.id.clone(), ..Default::default() }));
         }
-        let code = match code {
-            run::KILLED if signal != 0 => 128 + signal,
-            run::OUT_OF_MEMORY => 128 + SIGKILL,
-            code => code as u32 & 0xff,
-        };
+        let code = exit_status(code, signal);
         {
             let mut fifos = c.fifos.lock().unwrap();
             drain(&fifos);
@@ -453,6 +449,17 @@ fn drain(fifos: &[std::fs::File]) {
     }
 }
 
+/// The exit status containerd is told for a guest that ended with `code` (as `run::start`'s `done` has
+/// it) after the task was sent `signal` (0: none): 128 + the signal for a killed guest and 137 for one
+/// stopped at its memory limit, as for a native process; otherwise the code's low byte.
+fn exit_status(code: i32, signal: u32) -> u32 {
+    match code {
+        run::KILLED if signal != 0 => 128 + signal,
+        run::OUT_OF_MEMORY => 128 + SIGKILL,
+        code => code as u32 & 0xff,
+    }
+}
+
 fn no_exec(exec_id: &str) -> Result<()> {
     if exec_id.is_empty() { Ok(()) } else { Err(Error::Unimplemented("exec")) }
 }
@@ -542,5 +549,351 @@ impl containerd_shim::Task for TaskService {
             self.exit.signal();
         }
         Ok(api::Empty::default())
+    }
+}
+
+/// The task state machine driven as containerd drives it, with no containerd and no root: the guest
+/// is a pod's pause container (`run`'s stub guest: nothing runs, it ends when signalled), or a module
+/// that fails to load; the bundle has no rootfs mounts, no cgroup, no events publisher.
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+    use std::time::Duration;
+
+    use containerd_shim::protos::ttrpc;
+
+    use super::*;
+
+    fn service() -> TaskService {
+        TaskService::new(Arc::new(ExitSignal::default()), "test".into(), String::new(), None)
+    }
+
+    fn bundle(config: serde_json::Value) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("rootfs/app")).unwrap();
+        std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+        dir
+    }
+
+    fn spec(args: &[&str]) -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "rootfs"},
+        })
+    }
+
+    /// A pod's sandbox container: the stub guest.
+    fn pause_bundle() -> tempfile::TempDir {
+        let mut c = spec(&["/pause"]);
+        c["annotations"] = serde_json::json!({"io.kubernetes.cri.container-type": "sandbox"});
+        bundle(c)
+    }
+
+    fn create(t: &TaskService, id: &str, bundle: &Path) -> Result<api::CreateTaskResponse> {
+        t.create_task(&api::CreateTaskRequest { id: id.into(), bundle: bundle.to_string_lossy().into_owned(), ..Default::default() })
+    }
+
+    fn start(t: &TaskService, id: &str) -> Result<api::StartResponse> {
+        t.start_task(&api::StartRequest { id: id.into(), ..Default::default() })
+    }
+
+    fn kill(t: &TaskService, id: &str, signal: u32) -> Result<()> {
+        t.kill_task(&api::KillRequest { id: id.into(), signal, ..Default::default() })
+    }
+
+    fn wait(t: &TaskService, id: &str) -> Result<api::WaitResponse> {
+        t.wait_task(&api::WaitRequest { id: id.into(), ..Default::default() })
+    }
+
+    fn state(t: &TaskService, id: &str) -> Result<api::StateResponse> {
+        t.state_task(&api::StateRequest { id: id.into(), ..Default::default() })
+    }
+
+    fn delete(t: &TaskService, id: &str) -> Result<api::DeleteResponse> {
+        t.delete_task(&api::DeleteRequest { id: id.into(), ..Default::default() })
+    }
+
+    fn status(t: &TaskService, id: &str) -> Status {
+        state(t, id).unwrap().status.enum_value().unwrap()
+    }
+
+    /// What containerd sees of an error: the ttrpc status code.
+    fn code(e: Error) -> ttrpc::Code {
+        match ttrpc::Error::from(e) {
+            ttrpc::Error::RpcStatus(s) => s.code(),
+            e => panic!("not a status: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn create_start_kill_wait_delete() {
+        let t = service();
+        let b = pause_bundle();
+        let pid = std::process::id();
+
+        assert_eq!(create(&t, "c1", b.path()).unwrap().pid, pid, "the guest runs in the shim's process");
+        let s = state(&t, "c1").unwrap();
+        assert_eq!(s.status, Status::CREATED.into());
+        assert_eq!((s.id.as_str(), s.bundle.as_str(), s.pid), ("c1", b.path().to_str().unwrap(), pid));
+
+        assert_eq!(start(&t, "c1").unwrap().pid, pid);
+        assert_eq!(status(&t, "c1"), Status::RUNNING);
+
+        kill(&t, "c1", SIGTERM).unwrap();
+        let w = wait(&t, "c1").unwrap();
+        assert_eq!(w.exit_status, 128 + 15, "a guest stopped by SIGTERM exits 143");
+        assert!(w.exited_at.is_some());
+        let s = state(&t, "c1").unwrap();
+        assert_eq!((s.status, s.exit_status), (Status::STOPPED.into(), 143));
+        assert_eq!(s.exited_at, w.exited_at, "state and wait tell the same exit");
+        assert_eq!(wait(&t, "c1").unwrap().exit_status, 143, "wait on a stopped task answers at once, again");
+
+        let d = delete(&t, "c1").unwrap();
+        assert_eq!((d.exit_status, d.exited_at.clone()), (143, w.exited_at));
+        assert!(matches!(state(&t, "c1").unwrap_err(), Error::NotFound(_)), "deleted tasks are gone");
+        assert!(t.containers.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sigkill_exits_137_and_signal_0_only_probes() {
+        let t = service();
+        let b = pause_bundle();
+        create(&t, "c", b.path()).unwrap();
+        start(&t, "c").unwrap();
+        kill(&t, "c", 0).unwrap();
+        assert_eq!(status(&t, "c"), Status::RUNNING, "signal 0 stops nothing");
+        kill(&t, "c", SIGKILL).unwrap();
+        assert_eq!(wait(&t, "c").unwrap().exit_status, 137);
+    }
+
+    #[test]
+    fn sigint_exits_130() {
+        let t = service();
+        let b = pause_bundle();
+        create(&t, "c", b.path()).unwrap();
+        start(&t, "c").unwrap();
+        kill(&t, "c", SIGINT).unwrap();
+        assert_eq!(wait(&t, "c").unwrap().exit_status, 130);
+    }
+
+    #[test]
+    fn a_signal_a_guest_cannot_take_is_refused_and_leaves_it_running() {
+        let t = service();
+        let b = pause_bundle();
+        create(&t, "c", b.path()).unwrap();
+        start(&t, "c").unwrap();
+        let e = kill(&t, "c", libc::SIGUSR1 as u32).unwrap_err();
+        assert_eq!(e.to_string(), format!("signal {} is not supported for a wasm guest", libc::SIGUSR1));
+        assert_eq!(code(e), ttrpc::Code::FAILED_PRECONDITION);
+        assert_eq!(status(&t, "c"), Status::RUNNING);
+        kill(&t, "c", SIGKILL).unwrap();
+        wait(&t, "c").unwrap();
+    }
+
+    #[test]
+    fn starting_twice_is_refused() {
+        let t = service();
+        let b = pause_bundle();
+        create(&t, "c", b.path()).unwrap();
+        start(&t, "c").unwrap();
+        let e = start(&t, "c").unwrap_err();
+        assert_eq!(e.to_string(), "c: container already started");
+        assert_eq!(code(e), ttrpc::Code::FAILED_PRECONDITION);
+        assert_eq!(status(&t, "c"), Status::RUNNING, "the refused start changed nothing");
+
+        kill(&t, "c", SIGTERM).unwrap();
+        wait(&t, "c").unwrap();
+        assert!(matches!(start(&t, "c").unwrap_err(), Error::FailedPrecondition(_)), "a stopped task is not restarted");
+    }
+
+    #[test]
+    fn killing_a_stopped_task_is_not_found_and_changes_nothing() {
+        let t = service();
+        let b = pause_bundle();
+        create(&t, "c", b.path()).unwrap();
+        start(&t, "c").unwrap();
+        kill(&t, "c", SIGTERM).unwrap();
+        wait(&t, "c").unwrap();
+        let e = kill(&t, "c", SIGKILL).unwrap_err();
+        assert_eq!(e.to_string(), "c: process already finished: no such container");
+        assert_eq!(code(e), ttrpc::Code::NOT_FOUND, "what containerd ignores on `kill --all` and delete");
+        assert_eq!(state(&t, "c").unwrap().exit_status, 143, "the exit status stays that of the first signal");
+    }
+
+    #[test]
+    fn a_created_task_cannot_be_killed_but_can_be_deleted() {
+        let t = service();
+        let b = pause_bundle();
+        create(&t, "c", b.path()).unwrap();
+        let e = kill(&t, "c", SIGTERM).unwrap_err();
+        assert_eq!(e.to_string(), "c: container not started");
+        assert_eq!(code(e), ttrpc::Code::FAILED_PRECONDITION);
+        assert_eq!(status(&t, "c"), Status::CREATED);
+
+        let d = delete(&t, "c").unwrap();
+        assert_eq!(d.exit_status, 0);
+        assert!(matches!(start(&t, "c").unwrap_err(), Error::NotFound(_)));
+    }
+
+    #[test]
+    fn deleting_a_running_task_kills_it_first() {
+        let t = service();
+        let b = pause_bundle();
+        create(&t, "c", b.path()).unwrap();
+        start(&t, "c").unwrap();
+        let d = delete(&t, "c").unwrap();
+        assert_eq!(d.exit_status, 137, "delete stops the guest with SIGKILL and waits for it");
+        assert!(d.exited_at.is_some());
+        assert!(matches!(wait(&t, "c").unwrap_err(), Error::NotFound(_)));
+    }
+
+    #[test]
+    fn wait_blocks_until_the_guest_ends() {
+        let t = service();
+        let b = pause_bundle();
+        create(&t, "c", b.path()).unwrap();
+        start(&t, "c").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let t = t.clone();
+            std::thread::spawn(move || tx.send(wait(&t, "c").map(|w| w.exit_status)).unwrap())
+        };
+        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "wait answered while the guest runs");
+        kill(&t, "c", SIGTERM).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(), 143);
+        waiter.join().unwrap();
+    }
+
+    #[test]
+    fn ids_are_unique_per_shim_and_tasks_are_independent() {
+        let t = service();
+        let (b1, b2) = (pause_bundle(), pause_bundle());
+        create(&t, "a", b1.path()).unwrap();
+        let e = create(&t, "a", b2.path()).unwrap_err();
+        assert_eq!(e.to_string(), "a: container already exists");
+        assert_eq!(code(e), ttrpc::Code::ALREADY_EXISTS);
+        assert_eq!(state(&t, "a").unwrap().bundle, b1.path().to_str().unwrap(), "the first one is untouched");
+
+        create(&t, "b", b2.path()).unwrap();
+        start(&t, "a").unwrap();
+        start(&t, "b").unwrap();
+        kill(&t, "a", SIGKILL).unwrap();
+        assert_eq!(wait(&t, "a").unwrap().exit_status, 137);
+        assert_eq!(status(&t, "b"), Status::RUNNING, "killing one task leaves the other");
+        delete(&t, "a").unwrap();
+        kill(&t, "b", SIGTERM).unwrap();
+        assert_eq!(wait(&t, "b").unwrap().exit_status, 143);
+        assert_eq!(delete(&t, "b").unwrap().exit_status, 143);
+    }
+
+    #[test]
+    fn unknown_ids_exec_and_terminals_are_refused() {
+        let t = service();
+        for e in [
+            start(&t, "nope").map(drop),
+            kill(&t, "nope", SIGKILL),
+            wait(&t, "nope").map(drop),
+            state(&t, "nope").map(drop),
+            delete(&t, "nope").map(drop),
+        ] {
+            let e = e.unwrap_err();
+            assert_eq!(e.to_string(), "nope: no such container");
+            assert_eq!(code(e), ttrpc::Code::NOT_FOUND);
+        }
+
+        let b = pause_bundle();
+        create(&t, "c", b.path()).unwrap();
+        let exec = "exec-1".to_string();
+        let refused = [
+            t.start_task(&api::StartRequest { id: "c".into(), exec_id: exec.clone(), ..Default::default() }).map(drop),
+            t.kill_task(&api::KillRequest { id: "c".into(), exec_id: exec.clone(), signal: SIGKILL, ..Default::default() }),
+            t.wait_task(&api::WaitRequest { id: "c".into(), exec_id: exec.clone(), ..Default::default() }).map(drop),
+            t.state_task(&api::StateRequest { id: "c".into(), exec_id: exec.clone(), ..Default::default() }).map(drop),
+            t.delete_task(&api::DeleteRequest { id: "c".into(), exec_id: exec, ..Default::default() }).map(drop),
+        ];
+        for e in refused {
+            let e = e.unwrap_err();
+            assert_eq!(e.to_string(), "exec is not supported by the wasmcell shim");
+            assert_eq!(code(e), ttrpc::Code::UNIMPLEMENTED);
+        }
+        assert_eq!(status(&t, "c"), Status::CREATED, "refused execs leave the task as it was");
+
+        let req = api::CreateTaskRequest {
+            id: "tty".into(),
+            bundle: b.path().to_string_lossy().into_owned(),
+            terminal: true,
+            ..Default::default()
+        };
+        assert_eq!(code(t.create_task(&req).unwrap_err()), ttrpc::Code::UNIMPLEMENTED);
+        assert!(state(&t, "tty").is_err());
+    }
+
+    #[test]
+    fn a_bundle_that_cannot_be_read_creates_nothing() {
+        let t = service();
+        let empty = tempfile::tempdir().unwrap();
+        let e = create(&t, "c", empty.path()).unwrap_err();
+        assert!(e.to_string().starts_with("cannot read "), "{e}");
+        assert!(matches!(state(&t, "c").unwrap_err(), Error::NotFound(_)));
+
+        let missing = bundle(spec(&["/app/missing.wasm"]));
+        let e = create(&t, "c", missing.path()).unwrap_err();
+        assert_eq!(e.to_string(), "/app/missing.wasm: no such file in the image");
+        assert_eq!(code(e), ttrpc::Code::INVALID_ARGUMENT);
+
+        let b = pause_bundle();
+        create(&t, "c", b.path()).expect("the id is free after a failed create");
+    }
+
+    #[test]
+    fn a_guest_that_fails_to_load_leaves_a_stopped_task_and_says_why_on_stderr() {
+        let t = service();
+        let b = bundle(spec(&["/app/bad.wasm"]));
+        std::fs::write(b.path().join("rootfs/app/bad.wasm"), b"not wasm at all").unwrap();
+        let stderr = b.path().join("stderr");
+        let path = std::ffi::CString::new(stderr.to_str().unwrap()).unwrap();
+        // SAFETY: a valid, NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let req = api::CreateTaskRequest {
+            id: "c".into(),
+            bundle: b.path().to_string_lossy().into_owned(),
+            stderr: stderr.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        t.create_task(&req).unwrap();
+        // ctr's end of the fifo: read until the shim closes it.
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            std::fs::File::open(&stderr).unwrap().read_to_string(&mut text).unwrap();
+            text
+        });
+
+        let e = start(&t, "c").unwrap_err();
+        let expected = e.exit_code();
+        assert_ne!(expected, 0);
+        let text = reader.join().unwrap();
+        assert_eq!(text, format!("wasmcell: {e}\n"), "the reason is on the container's stderr, then the fifo is closed");
+
+        let s = state(&t, "c").unwrap();
+        assert_eq!((s.status, s.exit_status), (Status::STOPPED.into(), expected), "a failed start is a stopped task");
+        assert_eq!(wait(&t, "c").unwrap().exit_status, expected);
+        assert!(matches!(start(&t, "c").unwrap_err(), Error::FailedPrecondition(_)));
+        assert_eq!(delete(&t, "c").unwrap().exit_status, expected, "and it can be deleted");
+    }
+
+    #[test]
+    fn exit_statuses_are_those_of_a_native_process() {
+        assert_eq!(exit_status(0, 0), 0);
+        assert_eq!(exit_status(3, 0), 3);
+        assert_eq!(exit_status(134, 0), 134, "a trap, as SIGABRT");
+        assert_eq!(exit_status(256 + 7, 0), 7, "only the low byte, as wait(2)");
+        assert_eq!(exit_status(run::KILLED, SIGTERM), 143);
+        assert_eq!(exit_status(run::KILLED, SIGKILL), 137);
+        assert_eq!(exit_status(run::KILLED, SIGHUP), 129);
+        assert_eq!(exit_status(run::OUT_OF_MEMORY, 0), 137, "as the OOM killer's SIGKILL");
+        assert_eq!(exit_status(run::OUT_OF_MEMORY, SIGTERM), 137, "the memory limit, not the signal, ended it");
+        assert_eq!(exit_status(5, SIGTERM), 5, "a guest that exits on its own after a signal keeps its code");
+        assert_eq!(exit_status(run::KILLED, 0), 255, "stopped with no signal recorded");
     }
 }

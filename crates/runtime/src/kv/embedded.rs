@@ -29,6 +29,7 @@ pub(super) struct Store {
 struct Db {
     database: Arc<Database>,
     jobs: mpsc::Sender<Job>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 enum Write {
@@ -75,6 +76,14 @@ impl Store {
             }
         };
         Ok(Store { db, table: format!("store:{name}").into() })
+    }
+
+    /// Forgets the open database of `app` in `dir`: it closes once the last of its stores is dropped,
+    /// and the next [`Store::open`] opens the file anew (a restart, for the tests of durability).
+    #[cfg(test)]
+    pub(super) fn forget(dir: &Path, app: &str) {
+        let mut dbs = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+        dbs.get_or_insert_with(HashMap::new).remove(&dir.join(format!("{app}.redb")));
     }
 
     async fn write(&self, write: Write) -> Result<Done, KvError> {
@@ -177,11 +186,22 @@ impl Db {
         let database = Arc::new(database);
         let (jobs, queue) = mpsc::channel();
         let writer = database.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("wasmcell-kv-writer".into())
             .spawn(move || write_loop(&writer, &queue))
             .map_err(|e| KvError::Other(format!("cannot start the key-value writer: {e}")))?;
-        Ok(Db { database, jobs })
+        Ok(Db { database, jobs, writer: Some(writer) })
+    }
+}
+
+/// A database is open for the rest of the process (`DATABASES` keeps it), except in tests: there, its
+/// writer finishes what is queued and ends, then the file closes.
+impl Drop for Db {
+    fn drop(&mut self) {
+        drop(std::mem::replace(&mut self.jobs, mpsc::channel().0));
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
     }
 }
 

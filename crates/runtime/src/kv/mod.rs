@@ -19,6 +19,8 @@ mod embedded;
 mod host;
 mod memory;
 mod redis;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
