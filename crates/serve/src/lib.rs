@@ -18,8 +18,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
@@ -29,9 +28,11 @@ use wasmcell_runtime::engine::{Failure, HttpProgram, RequestLimits, WagiProgram}
 use admission::Admission;
 
 mod admission;
+mod conn;
 mod metrics;
 mod wagi;
 
+pub use conn::ConnLimits;
 pub use metrics::Metrics;
 
 /// What serves each request: a program loaded through the engine seam.
@@ -58,6 +59,8 @@ pub struct Config {
     /// runs its connections' guests: a request never hops between threads. 0 serves on the
     /// caller's runtime instead.
     pub threads: usize,
+    /// What a client connection may hold (open connections, header and write deadlines, HTTP/2 streams).
+    pub conn: ConnLimits,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             limits: RequestLimits { timeout: Some(Duration::from_secs(30)), max_body: Some(16 << 20) },
             drain_timeout: Duration::from_secs(30),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            conn: ConnLimits::default(),
         }
     }
 }
@@ -85,6 +89,8 @@ struct Shared {
     grants: Grants,
     config: Config,
     admission: Admission,
+    /// One permit per open client connection (shared by the serving threads).
+    connections: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
     local: SocketAddr,
 }
@@ -102,7 +108,8 @@ impl Server {
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let admission = Admission::new(config.max_concurrency, config.max_queue, metrics.clone());
-        let shared = Arc::new(Shared { handler, grants, config, admission, metrics, local });
+        let connections = Arc::new(tokio::sync::Semaphore::new(config.conn.max_connections.max(1)));
+        let shared = Arc::new(Shared { handler, grants, config, admission, connections, metrics, local });
         Ok(Server { listener, shared })
     }
 
@@ -181,8 +188,16 @@ impl Server {
 /// them up to the drain timeout; tells whether they all finished.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) -> bool {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = conn::builder(&shared.config.conn);
     loop {
+        // A connection beyond the cap waits in the kernel's accept queue until one ends.
+        let permit = tokio::select! {
+            p = shared.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -195,17 +210,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: tokio
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let io = TokioIo::new(conn::GuardedIo::new(stream, &shared.config.conn));
                 let shared = shared.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let shared = shared.clone();
                     async move { Ok::<_, Infallible>(shared.serve(req, peer).await) }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = builder.serve_connection_with_upgrades(io, service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
+                    drop(permit);
                 });
             }
             _ = stop.wait_for(|s| *s) => break,

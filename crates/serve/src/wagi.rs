@@ -25,13 +25,25 @@ pub(crate) async fn handle(
 ) -> Result<Response<ServeBody>, Failure> {
     let (parts, body) = req.into_parts();
     let max = limits.max_body.unwrap_or(u64::MAX);
-    let body = match Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).collect().await {
+    // Reading the body counts against the request's deadline: a client that sends it slowly must not
+    // hold the instance slot for longer than a guest could.
+    let started = std::time::Instant::now();
+    let collect = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).collect();
+    let collected = match limits.timeout {
+        Some(t) => tokio::time::timeout(t, collect).await.map_err(|_| Failure::Timeout(t))?,
+        None => collect.await,
+    };
+    let body = match collected {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(Failure::BodyTooLarge(max)),
         Err(e) => return Err(Failure::Host(format!("failed to read the request body: {e}"))),
     };
     let env = cgi_env(&parts, &body, peer, local);
-    let out = handler.handle(body, &env, grants, limits.timeout).await?;
+    let left = limits.timeout.map(|t| t.saturating_sub(started.elapsed()));
+    let out = handler.handle(body, &env, grants, left).await.map_err(|f| match f {
+        Failure::Timeout(_) => Failure::Timeout(limits.timeout.unwrap_or_default()),
+        f => f,
+    })?;
     if out.exit_code != 0 {
         return Err(Failure::Exit(out.exit_code));
     }

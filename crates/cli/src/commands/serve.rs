@@ -9,7 +9,7 @@ use wasmcell_runtime::engine::{Allocator, EngineOptions, PoolOptions, RequestLim
 use wasmcell_runtime::inspect::{Input, WasmKind};
 use wasmcell_runtime::policy::{self, OutboundRule};
 use wasmcell_runtime::{Engine, Error, SandboxPolicy, WasmtimeEngine};
-use wasmcell_serve::{Config, Handler, Metrics, Server};
+use wasmcell_serve::{Config, ConnLimits, Handler, Metrics, Server};
 
 use super::sandbox::{SandboxFlags, config};
 use crate::images::{self, PullPolicy, RegistryFlags};
@@ -46,6 +46,19 @@ pub struct ServeCommand {
     /// Requests that may wait for an instance; beyond that they get 503.
     #[arg(long = "max-queue", default_value_t = 10_000, value_name = "N")]
     max_queue: usize,
+
+    /// Open client connections at most; more wait to be accepted.
+    #[arg(long = "max-connections", default_value_t = 16_384, value_name = "N")]
+    max_connections: usize,
+
+    /// How long a client may take to send a request's header, from its connection or its previous
+    /// response (idle keep-alive connections close after it too).
+    #[arg(long = "header-timeout", default_value = "20s", value_name = "DURATION")]
+    header_timeout: String,
+
+    /// How long a write may wait for a client that does not read; then the connection is closed.
+    #[arg(long = "write-timeout", default_value = "30s", value_name = "DURATION")]
+    write_timeout: String,
 
     /// How long SIGTERM/SIGINT waits for requests in flight before exiting.
     #[arg(long = "drain-timeout", default_value = "30s", value_name = "DURATION")]
@@ -104,6 +117,12 @@ impl ServeCommand {
             limits: RequestLimits { timeout: Some(timeout), max_body: Some(max_body) },
             drain_timeout,
             threads: self.threads.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            conn: ConnLimits {
+                max_connections: self.max_connections.max(1),
+                header_timeout: policy::parse_duration(&self.header_timeout).map_err(config)?,
+                write_timeout: policy::parse_duration(&self.write_timeout).map_err(config)?,
+                ..ConnLimits::default()
+            },
         };
         // This runtime only waits for signals and serves metrics; each serving thread runs one of
         // its own (see `wasmcell_serve::Config::threads`).

@@ -344,3 +344,97 @@ fn the_instance_pool_shrinks_to_what_the_host_can_reserve() {
     let (_, err) = served.terminate();
     assert!(err.contains("could only reserve a pool of"), "{err}");
 }
+
+/// Reads until the server closes the connection (or `limit` passes); tells how long it took.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(start.elapsed()),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn half_sent_requests_cannot_hold_the_server() {
+    // Slowloris: clients that send half a request line, or nothing, used to hold their connection (and
+    // a file descriptor) for ever. Now the header timeout closes them, and while they are open the
+    // connection cap keeps them from taking every socket.
+    let s = Served::start(guests::HTTP_HELLO, &["--header-timeout", "1s", "--max-connections", "4"]);
+    let mut slow: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&s.addr).unwrap()).collect();
+    for c in &mut slow[..2] {
+        c.write_all(b"GET / HT").unwrap();
+    }
+    // A healthy client arriving behind them is answered once they are cut off.
+    let addr = s.addr.clone();
+    let healthy = std::thread::spawn(move || {
+        let start = Instant::now();
+        (crate::services::http_get(&addr, "/", &[]).status, start.elapsed())
+    });
+    for c in &mut slow {
+        let took = closed_within(c, Duration::from_secs(10)).expect("a half-sent request was never cut off");
+        assert!(took < Duration::from_secs(5), "cut off after {took:?}");
+    }
+    let (status, took) = healthy.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(8), "the healthy request waited {took:?}");
+    // An idle keep-alive connection closes after the same timeout.
+    let mut idle = TcpStream::connect(&s.addr).unwrap();
+    idle.write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr).as_bytes()).unwrap();
+    let took = closed_within(&mut idle, Duration::from_secs(10)).expect("an idle keep-alive connection stayed open");
+    assert!(took < Duration::from_secs(5), "idle connection closed after {took:?}");
+}
+
+#[test]
+fn a_client_that_never_reads_its_response_is_cut_off() {
+    // The echo guest streams the body back; a client that sends and never reads used to hold the
+    // instance for ever. Now a write that waits longer than --write-timeout ends the connection.
+    let metrics = free_addr();
+    let s = Served::start(guests::HTTP_ECHO, &["--write-timeout", "1s", "--metrics-addr", &metrics]);
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    let body = vec![b'x'; 16 << 20];
+    let head = format!("POST / HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", s.addr, body.len());
+    c.write_all(head.as_bytes()).unwrap();
+    c.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = c.write_all(&body); // blocks once nobody reads the echo; fails when the server closes
+        c
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut saw_live = false;
+    loop {
+        let live = metric(&s.metrics(&metrics), "wasmcell_live_instances");
+        saw_live |= live > 0.0;
+        if saw_live && live == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the instance of a client that never reads is still live (saw live: {saw_live})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(sender.join().unwrap());
+    assert_eq!(s.get("/").status, 200, "the server goes on");
+}
+
+#[test]
+fn a_slow_request_body_counts_against_the_wagi_timeout() {
+    // One instance slot, and a client that declares a body and sends a little of it: the slot used to be
+    // held for as long as the client stayed connected. Now the body's read time counts against
+    // --timeout, the slow client gets 504, and the next request is served.
+    let s = Served::start(guests::CAT_C, &["--timeout", "1s", "--max-concurrency", "1"]);
+    let mut slow = TcpStream::connect(&s.addr).unwrap();
+    slow.write_all(format!("POST / HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000\r\n\r\nonly this", s.addr).as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let r = s.request("POST", "/", &[], b"next");
+    assert_eq!((r.status, r.text()), (200, "next".to_string()));
+    assert!(start.elapsed() < Duration::from_secs(5), "the next request waited {:?}", start.elapsed());
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = slow.read(&mut answer).unwrap_or(0);
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 504"), "{:?}", String::from_utf8_lossy(&answer[..n]));
+}
