@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::image::{self, Content, Descriptor, Index};
 use crate::reference::Reference;
 use crate::store::{ImageRecord, MAX_MANIFEST_BYTES, Store};
+use crate::unpack::{Budget, MAX_TAR_METADATA, TarGuard};
 
 pub const NAME_ANNOTATION: &str = "io.containerd.image.name";
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -85,12 +86,34 @@ pub struct Loaded {
 /// archive leaves unnamed (or renames the only one).
 pub fn load(store: &Store, input: impl Read, name: Option<&Reference>) -> Result<Vec<Loaded>> {
     let _lock = store.lock_shared()?;
-    let mut archive = tar::Archive::new(input);
+    // The budget of a pulled image: as many bytes as --max-image-size's default, as many entries as a
+    // compat image's layers, and no long name or pax header over 64 KiB.
+    let limits = crate::unpack::Limits::default();
+    let (left, exceeded) = (std::cell::Cell::new(crate::registry::DEFAULT_MAX_IMAGE_SIZE), std::cell::Cell::new(false));
+    let mut archive = tar::Archive::new(TarGuard::new(Budget { inner: input, left: &left, exceeded: &exceeded }));
+    let result = load_entries(store, &mut archive, limits.max_entries);
+    if exceeded.get() {
+        return Err(Error::TooLarge { what: "the archive".into(), limit: crate::registry::DEFAULT_MAX_IMAGE_SIZE });
+    }
+    if let Some(why) = archive.into_inner().refused {
+        return Err(Error::TooLarge { what: format!("{} in the archive", why.trim_start_matches("a ")), limit: MAX_TAR_METADATA });
+    }
+    let (index_bytes, blobs) = result?;
+    name_loaded(store, &index_bytes, blobs, name)
+}
+
+/// Stores the archive's blobs; returns its index.json and how many blobs it had.
+fn load_entries<R: Read>(store: &Store, archive: &mut tar::Archive<R>, max_entries: u64) -> Result<(Vec<u8>, u64)> {
     let mut index_bytes = None;
     let mut blobs = 0u64;
+    let mut entries = 0u64;
     let bad = |e: std::io::Error| Error::InvalidImage(format!("not a readable tar archive: {e}"));
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
+        entries += 1;
+        if entries > max_entries {
+            return Err(Error::TooManyEntries { what: "the archive".into(), limit: max_entries });
+        }
         let path = entry.path().map_err(bad)?.to_string_lossy().trim_start_matches("./").to_string();
         if !entry.header().entry_type().is_file() {
             continue;
@@ -116,7 +139,12 @@ pub fn load(store: &Store, input: impl Read, name: Option<&Reference>) -> Result
         }
     }
     let index_bytes = index_bytes.ok_or_else(|| Error::InvalidImage("archive has no index.json (not an OCI image layout)".into()))?;
-    let Content::Index(index) = Content::parse(&index_bytes, Some(image::OCI_INDEX))? else {
+    Ok((index_bytes, blobs))
+}
+
+/// Names the images of a loaded archive's index.
+fn name_loaded(store: &Store, index_bytes: &[u8], blobs: u64, name: Option<&Reference>) -> Result<Vec<Loaded>> {
+    let Content::Index(index) = Content::parse(index_bytes, Some(image::OCI_INDEX))? else {
         return Err(Error::InvalidImage("index.json is not an image index".into()));
     };
     if index.manifests.is_empty() {

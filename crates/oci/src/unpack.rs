@@ -173,12 +173,15 @@ impl<'r> Unpacker<'r> {
 
         let left = Cell::new(self.stream_left);
         let exceeded = Cell::new(false);
-        let mut archive = tar::Archive::new(Budget { inner: reader, left: &left, exceeded: &exceeded });
+        let mut archive = tar::Archive::new(TarGuard::new(Budget { inner: reader, left: &left, exceeded: &exceeded }));
         self.touched.clear();
         let result = self.entries_of(&mut archive, layer.path);
         self.stream_left = left.get();
         if exceeded.get() {
             return Err(Error::TooLarge { what: "decompressed layers".to_string(), limit: self.stream_limit });
+        }
+        if let Some(why) = archive.into_inner().refused {
+            return Err(Error::TooLarge { what: format!("{} of a layer", why.trim_start_matches("a ")), limit: MAX_TAR_METADATA });
         }
         result
     }
@@ -437,12 +440,105 @@ impl<'r> Unpacker<'r> {
     }
 }
 
+/// The most a GNU long name or long link, or a pax header, may hold. Real ones are a few hundred bytes;
+/// the tar crate reads them whole into memory, so an unbounded one is a memory bomb.
+pub const MAX_TAR_METADATA: u64 = 64 << 10;
+
+/// Watches a tar stream's 512-byte headers as they pass to the tar crate, and fails the stream at the
+/// first metadata entry (GNU long name or long link, pax extended or global header) larger than
+/// [`MAX_TAR_METADATA`], before its data is read. Position is tracked exactly: each header is followed
+/// by its data rounded up to 512 bytes. A GNU sparse entry (whose extension blocks would follow
+/// unannounced) is failed too; sparse files are refused anyway.
+pub(crate) struct TarGuard<R> {
+    inner: R,
+    /// Bytes of the current header block seen so far, and the block itself.
+    block: [u8; 512],
+    in_block: usize,
+    /// Data bytes (with padding) still to pass before the next header.
+    skip: u64,
+    /// Why the stream was failed, for the caller to report (the tar crate hides it in an I/O error).
+    pub(crate) refused: Option<String>,
+}
+
+impl<R> TarGuard<R> {
+    pub(crate) fn new(inner: R) -> TarGuard<R> {
+        TarGuard { inner, block: [0; 512], in_block: 0, skip: 0, refused: None }
+    }
+
+    /// Looks at one whole header: what data follows it, and whether it may.
+    fn header(&mut self) -> Result<u64, String> {
+        let h = &self.block;
+        if h.iter().all(|&b| b == 0) {
+            return Ok(0); // end-of-archive marker
+        }
+        let size = tar_size(&h[124..136]).ok_or("a tar header with an unreadable size")?;
+        match h[156] {
+            b'L' | b'K' | b'x' | b'g' if size > MAX_TAR_METADATA => {
+                Err(format!("a tar long-name or pax header of {size} bytes (the limit is {MAX_TAR_METADATA})"))
+            }
+            b'S' => Err("a GNU sparse entry".into()),
+            _ => Ok(size.div_ceil(512) * 512),
+        }
+    }
+
+    /// Accounts for `data`, which just passed.
+    fn watch(&mut self, mut data: &[u8]) -> Result<(), String> {
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = (self.skip.min(data.len() as u64)) as usize;
+                self.skip -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = (512 - self.in_block).min(data.len());
+            self.block[self.in_block..self.in_block + n].copy_from_slice(&data[..n]);
+            self.in_block += n;
+            data = &data[n..];
+            if self.in_block == 512 {
+                self.in_block = 0;
+                self.skip = self.header()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A tar header's size field: octal digits (space or NUL terminated), or GNU's base-256.
+fn tar_size(field: &[u8]) -> Option<u64> {
+    if field[0] & 0x80 != 0 {
+        let mut n: u64 = u64::from(field[0] & 0x7f);
+        for &b in &field[1..] {
+            n = n.checked_mul(256)?.checked_add(u64::from(b))?;
+        }
+        return Some(n);
+    }
+    let digits: Vec<u8> = field.iter().copied().skip_while(|b| *b == b' ').take_while(|b| (b'0'..=b'7').contains(b)).collect();
+    if digits.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(std::str::from_utf8(&digits).ok()?, 8).ok()
+}
+
+impl<R: Read> Read for TarGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(why) = &self.refused {
+            return Err(io::Error::other(why.clone()));
+        }
+        let n = self.inner.read(buf)?;
+        if let Err(why) = self.watch(&buf[..n]) {
+            self.refused = Some(why.clone());
+            return Err(io::Error::other(why));
+        }
+        Ok(n)
+    }
+}
+
 /// A reader that fails once more than `left` bytes have passed, and says so in `exceeded` (the tar
 /// crate turns the error into an opaque I/O error).
-struct Budget<'c, R> {
-    inner: R,
-    left: &'c Cell<u64>,
-    exceeded: &'c Cell<bool>,
+pub(crate) struct Budget<'c, R> {
+    pub(crate) inner: R,
+    pub(crate) left: &'c Cell<u64>,
+    pub(crate) exceeded: &'c Cell<bool>,
 }
 
 impl<R: Read> Read for Budget<'_, R> {

@@ -240,3 +240,46 @@ fn a_registry_that_lies_about_blob_sizes_cannot_fill_the_disk() {
     // The honest image still pulls under a limit it fits.
     cell.run(&["pull", "--max-image-size", "10M", &image]).expect_ok();
 }
+
+/// A raw tar whose first entry is a GNU long name of `len` bytes (`././@LongLink`, type `L`), naming
+/// the regular file that follows.
+fn long_name_tar(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 4096);
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_size(len as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    out.extend_from_slice(header.as_bytes());
+    out.resize(out.len() + len, b'a');
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    let mut file = tar::Header::new_gnu();
+    file.set_path("x").unwrap();
+    file.set_size(0);
+    file.set_mode(0o644);
+    file.set_cksum();
+    out.extend_from_slice(file.as_bytes());
+    out.extend_from_slice(&[0; 1024]);
+    out
+}
+
+#[test]
+fn a_huge_tar_long_name_is_refused_without_being_read() {
+    // A 32 MiB GNU long name in a small gzip layer: the tar crate would read it whole into memory (a
+    // 600 MiB one took 3.8 GB of RSS) and the error line carried it. Now the header is refused as it
+    // passes, with one short line and the not-runnable code.
+    let dir = crate::scratch();
+    let name = "localhost/bomb/longname:1".to_string();
+    let tar = compat_archive(dir.path(), long_name_tar(32 << 20), &name);
+    let cell = Cell::new();
+    cell.run(&["load", "-i", tar.to_str().unwrap()]).expect_ok();
+    let out = cell.run(&["run", &name]);
+    out.expect_code(126).expect_error_line("long-name or pax header");
+    assert!(out.stderr().len() < 400, "error line of {} bytes", out.stderr().len());
+    // The same header at the top of an archive given to `load`.
+    let raw = dir.path().join("raw.tar");
+    std::fs::write(&raw, long_name_tar(1 << 20)).unwrap();
+    let out = cell.run(&["load", "-i", raw.to_str().unwrap()]);
+    out.expect_code(126).expect_error_line("long-name or pax header");
+}
