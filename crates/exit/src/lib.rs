@@ -86,6 +86,11 @@ pub fn for_guest(code: i32) -> u8 {
     (code & 0xff) as u8
 }
 
+/// A process's exit code after it was stopped by `signal` (the shell's and containerd's 128 + N).
+pub fn for_signal(signal: u32) -> u32 {
+    128 + signal
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@
 //! - [`containerd`]: containerd's gRPC API: a wasm-layer image's module from the content store.
 //! - [`error`]: the typed error and its one mapping to a ttrpc status.
 //!
-//! Built on the sync flavour of containerd/rust-extensions' `containerd-shim` crate (see ARCHITECTURE.md
+//! Built on the sync flavour of containerd/rust-extensions' `containerd-shim` crate (see docs/decisions/0016-shim-on-containerd-shim.md
 //! for why not runwasi's `containerd-shim-wasm`).
 
 pub mod cgroup;

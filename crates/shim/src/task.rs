@@ -454,9 +454,9 @@ fn drain(fifos: &[std::fs::File]) {
 /// stopped at its memory limit, as for a native process; otherwise the code's low byte.
 fn exit_status(code: i32, signal: u32) -> u32 {
     match code {
-        run::KILLED if signal != 0 => 128 + signal,
-        run::OUT_OF_MEMORY => 128 + SIGKILL,
-        code => code as u32 & 0xff,
+        run::KILLED if signal != 0 => wasmcell_exit::for_signal(signal),
+        run::OUT_OF_MEMORY => u32::from(wasmcell_exit::OUT_OF_MEMORY),
+        code => u32::from(wasmcell_exit::for_guest(code)),
     }
 }
 
