@@ -8,7 +8,7 @@ use clap::Args;
 use wasmcell_runtime::policy::{self, Mount, NetRule};
 use wasmcell_runtime::{Error, SandboxPolicy};
 
-use crate::images::Runnable;
+use wasmcell_oci::launch::Launch;
 
 /// What the guest is granted. Nothing unless asked.
 #[derive(Args, Debug, Clone, Default)]
@@ -105,7 +105,7 @@ impl SandboxFlags {
 
 /// The application name of a target when `--app` does not give one: a file's name without `.wasm`,
 /// an image's repository path (`/` as `-`), cut to the characters a name may have.
-pub fn default_app(target: &str, image: Option<&Runnable>) -> String {
+pub fn default_app(target: &str, image: Option<&Launch>) -> String {
     let base = match image {
         Some(_) => {
             let repo = target.split('@').next().unwrap_or(target);
@@ -145,7 +145,7 @@ pub fn open_stores(p: &SandboxPolicy) -> Result<()> {
 }
 
 /// An image's Env, and a compat image's rootfs read-only at `/`.
-pub fn apply_image(p: &mut SandboxPolicy, img: &Runnable) -> Result<()> {
+pub fn apply_image(p: &mut SandboxPolicy, img: &Launch) -> Result<()> {
     for e in &img.env {
         let (k, v) = e.split_once('=').unwrap_or((e, ""));
         policy::check_env(k, v).map_err(config).context("invalid Env in the image config")?;
