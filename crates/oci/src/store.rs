@@ -559,7 +559,7 @@ mod tests {
     #[test]
     fn oversized_small_reads_are_refused() {
         let (_d, store) = store();
-        let d = store.put(&vec![b'a'; 100], None).unwrap();
+        let d = store.put(&[b'a'; 100], None).unwrap();
         assert!(matches!(store.read_small(&d, 10), Err(Error::TooLarge { .. })));
         assert_eq!(store.read_small(&d, 100).unwrap().len(), 100);
     }
