@@ -1,5 +1,6 @@
 //! What the image subcommands share: the store under the home, registry options from flags,
-//! progress bars, and turning an image into something `run` can hand to the runtime.
+//! progress bars, and finding (pulling per the policy) the image `run`/`serve` launch; what an image
+//! launches is `wasmcell_oci::launch`, shared with the shim.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -10,9 +11,8 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use wasmcell_oci::auth::CredentialStore;
-use wasmcell_oci::image::{self, Content, ImageKind};
+use wasmcell_oci::launch::Launch;
 use wasmcell_oci::registry::{self, Client, Event, Options, PullReport};
-use wasmcell_oci::store::{ImageRecord, MAX_MANIFEST_BYTES};
 use wasmcell_oci::{Reference, Store};
 use wasmcell_runtime::home::Home;
 
@@ -112,31 +112,18 @@ pub fn pull(store: &Store, reference: &Reference, flags: &RegistryFlags, progres
     Ok(report)
 }
 
-/// An image resolved for running: the wasm to load and what the image says about running it.
-pub struct Runnable {
-    /// The module or component file (a blob in the store, or a file in the unpacked rootfs).
-    pub wasm: PathBuf,
-    /// argv[0] and the image's default arguments (Entrypoint + Cmd after the module).
-    pub argv0: String,
-    pub default_args: Vec<String>,
-    /// KEY=VALUE from the image config.
-    pub env: Vec<String>,
-    /// The unpacked rootfs of a compat image, mounted read-only at `/`.
-    pub rootfs: Option<PathBuf>,
-}
-
 /// A `run`/`serve` target: a file path as is, or an image resolved (and pulled per `policy`)
 /// into the wasm file to load and what its config says.
-pub fn resolve_target(target: &str, policy: PullPolicy, flags: &RegistryFlags) -> Result<(PathBuf, Option<Runnable>)> {
+pub fn resolve_target(target: &str, policy: PullPolicy, flags: &RegistryFlags) -> Result<(PathBuf, Option<Launch>)> {
     if looks_like_file(target) {
         return Ok((PathBuf::from(target), None));
     }
-    let runnable = resolve(&parse_ref(target)?, policy, flags)?;
-    Ok((runnable.wasm.clone(), Some(runnable)))
+    let launch = resolve(&parse_ref(target)?, policy, flags)?;
+    Ok((launch.wasm.clone(), Some(launch)))
 }
 
 /// Finds `reference` in the store (pulling it as `policy` says) and resolves what to run.
-pub fn resolve(reference: &Reference, policy: PullPolicy, flags: &RegistryFlags) -> Result<Runnable> {
+pub fn resolve(reference: &Reference, policy: PullPolicy, flags: &RegistryFlags) -> Result<Launch> {
     let store = store()?;
     let name = reference.to_string();
     let record = match (policy, store.get_name(&name)?) {
@@ -150,67 +137,7 @@ pub fn resolve(reference: &Reference, policy: PullPolicy, flags: &RegistryFlags)
             store.get_name(&name)?.ok_or_else(|| wasmcell_oci::Error::ImageNotFound(name.clone()))?
         }
     };
-    runnable(&store, reference, &record)
-}
-
-/// Classifies a stored image and prepares its wasm (unpacking a compat rootfs once).
-pub fn runnable(store: &Store, reference: &Reference, record: &ImageRecord) -> Result<Runnable> {
-    let _lock = store.lock_shared()?;
-    let manifest_bytes = store.read_small(&record.manifest, MAX_MANIFEST_BYTES)?;
-    let Content::Manifest(manifest) = Content::parse(&manifest_bytes, None)? else {
-        return Err(wasmcell_oci::Error::InvalidImage("stored manifest is an index".into()).into());
-    };
-    let config = store.read_small(&manifest.config.digest, MAX_MANIFEST_BYTES)?;
-    let from_index = record.target.digest != record.manifest;
-    let img = image::classify(manifest, &config, from_index)?;
-    let base = reference.repository().rsplit('/').next().unwrap_or("app").to_string();
-    match img.kind {
-        ImageKind::Artifact | ImageKind::WasmLayer => {
-            let layer = img.wasm_layer.as_ref().expect("wasm images have a wasm layer");
-            let argv0 = layer.annotations.get(image::TITLE_ANNOTATION).cloned().unwrap_or(base);
-            // Entrypoint beyond the module, then Cmd, are the default arguments (runwasi's reading).
-            let mut default_args: Vec<String> = img.entrypoint.iter().skip(1).cloned().collect();
-            default_args.extend(img.cmd.iter().cloned());
-            Ok(Runnable { wasm: store.blob_path(&layer.digest), argv0, default_args, env: img.env, rootfs: None })
-        }
-        ImageKind::Compat => {
-            let rootfs = store.rootfs_path(&record.manifest);
-            if !rootfs.exists() {
-                let paths: Vec<PathBuf> = img.rootfs_layers.iter().map(|l| store.blob_path(&l.digest)).collect();
-                let layers: Vec<wasmcell_oci::unpack::Layer<'_>> = img
-                    .rootfs_layers
-                    .iter()
-                    .zip(&paths)
-                    .map(|(l, p)| wasmcell_oci::unpack::Layer { path: p, media_type: &l.media_type })
-                    .collect();
-                if let Err(e) = wasmcell_oci::unpack::unpack_rootfs(&layers, &rootfs, &Default::default()) {
-                    // Another run may have unpacked it at the same moment.
-                    if !rootfs.exists() {
-                        return Err(e.into());
-                    }
-                }
-            }
-            let mut argv = img.entrypoint.iter().chain(img.cmd.iter()).cloned();
-            let module = argv.next().ok_or_else(|| wasmcell_oci::Error::InvalidImage("no Entrypoint or Cmd".into()))?;
-            let argv: Vec<String> = argv.collect();
-            let wasm = contained(&rootfs, &module)?;
-            let default_args = argv;
-            Ok(Runnable { wasm, argv0: module, default_args, env: img.env, rootfs: Some(rootfs) })
-        }
-    }
-}
-
-/// The host path of `guest_path` inside `rootfs`, refusing anything that resolves outside it.
-fn contained(rootfs: &std::path::Path, guest_path: &str) -> Result<PathBuf> {
-    let root = rootfs.canonicalize().with_context(|| format!("failed to open {}", rootfs.display()))?;
-    let candidate = root.join(guest_path.trim_start_matches('/'));
-    let resolved = candidate
-        .canonicalize()
-        .map_err(|_| wasmcell_oci::Error::InvalidImage(format!("the image's entrypoint {guest_path:?} is not in its rootfs")))?;
-    if !resolved.starts_with(&root) {
-        return Err(wasmcell_oci::Error::InvalidImage(format!("the image's entrypoint {guest_path:?} resolves outside its rootfs")).into());
-    }
-    Ok(resolved)
+    Ok(Launch::from_store(&store, reference, &record)?)
 }
 
 /// Whether `arg` names a file rather than an image: it exists, or looks like a path.

@@ -25,6 +25,9 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 pub const WASM_LAYER: &str = "application/wasm";
 pub const COMPONENT_LAYER: &str = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
+/// The layer media types taken as a module or component in a wasm-layer image (the artifact's
+/// own is [`WASM_LAYER`] alone), for `wasmcell run` and the shim alike.
+pub const WASM_LAYER_TYPES: &[&str] = &[WASM_LAYER, COMPONENT_LAYER];
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const VARIANT_ANNOTATION: &str = "module.wasm.image/variant";
@@ -248,30 +251,14 @@ fn is_tar_layer(media_type: &str) -> bool {
 ///
 /// `from_wasm_platform` says the manifest was picked from an index by a wasm platform.
 pub fn classify(manifest: Manifest, config: &[u8], from_wasm_platform: bool) -> Result<Image> {
+    classify_for(manifest, config, from_wasm_platform, None)
+}
+
+/// [`classify`], with the module the caller names (an OCI runtime spec's `args[0]`) instead of the
+/// config's Entrypoint picking among several wasm layers by their title.
+pub fn classify_for(manifest: Manifest, config: &[u8], from_wasm_platform: bool, module: Option<&str>) -> Result<Image> {
     if manifest.config.media_type == WASM_CONFIG {
-        let wasm_layers: Vec<&Descriptor> = manifest.layers.iter().filter(|l| l.media_type == WASM_LAYER).collect();
-        if manifest.layers.len() != 1 || wasm_layers.len() != 1 {
-            return Err(Error::InvalidImage(format!(
-                "a Wasm artifact has exactly one {WASM_LAYER} layer, this one has {} layers ({} wasm)",
-                manifest.layers.len(),
-                wasm_layers.len()
-            )));
-        }
-        let wasm_config: WasmConfig =
-            serde_json::from_slice(config).map_err(|e| Error::InvalidImage(format!("malformed {WASM_CONFIG} config: {e}")))?;
-        let layer = wasm_layers[0].clone();
-        return Ok(Image {
-            kind: ImageKind::Artifact,
-            wasm_layer: Some(layer),
-            rootfs_layers: Vec::new(),
-            entrypoint: Vec::new(),
-            cmd: Vec::new(),
-            env: Vec::new(),
-            os: wasm_config.os.clone(),
-            architecture: wasm_config.architecture.clone(),
-            wasm_config: Some(wasm_config),
-            manifest,
-        });
+        return classify_artifact(manifest, config);
     }
     if manifest.config.media_type != OCI_CONFIG && manifest.config.media_type != DOCKER_CONFIG {
         return Err(Error::UnsupportedMediaType(manifest.config.media_type.clone()));
@@ -279,78 +266,106 @@ pub fn classify(manifest: Manifest, config: &[u8], from_wasm_platform: bool) -> 
     let image_config: ImageConfig =
         serde_json::from_slice(config).map_err(|e| Error::InvalidImage(format!("malformed image config: {e}")))?;
     let cc = image_config.config.clone().unwrap_or_default();
-    let entrypoint = cc.entrypoint.unwrap_or_default();
-    let cmd = cc.cmd.unwrap_or_default();
-    let env = cc.env.unwrap_or_default();
     let wasm_platform = from_wasm_platform
         || wasm_platform_rank(&Platform { architecture: image_config.architecture.clone(), os: image_config.os.clone(), variant: None })
             .is_some();
-
-    let wasm_layers: Vec<&Descriptor> =
-        manifest.layers.iter().filter(|l| l.media_type == WASM_LAYER || l.media_type == COMPONENT_LAYER).collect();
-    if !wasm_layers.is_empty() {
-        if image_config.architecture != "wasm" {
-            return Err(Error::InvalidImage(format!(
-                "wasm layers in an image whose architecture is {:?}, not \"wasm\"",
-                image_config.architecture
-            )));
-        }
-        // Several wasm layers: the entrypoint names the one to run by its title.
-        let layer = match wasm_layers.as_slice() {
-            [one] => (*one).clone(),
-            many => {
-                let want = entrypoint.first().map(|e| e.trim_start_matches('/').to_string());
-                many.iter()
-                    .find(|l| l.annotations.get(TITLE_ANNOTATION).map(|t| t.trim_start_matches('/').to_string()) == want)
-                    .map(|l| (*l).clone())
-                    .ok_or_else(|| {
-                        Error::InvalidImage(format!(
-                            "{} wasm layers and no entrypoint naming one of them by its {TITLE_ANNOTATION}",
-                            many.len()
-                        ))
-                    })?
-            }
-        };
-        return Ok(Image {
-            kind: ImageKind::WasmLayer,
-            wasm_layer: Some(layer),
-            rootfs_layers: Vec::new(),
-            entrypoint,
-            cmd,
-            env,
-            os: image_config.os,
-            architecture: image_config.architecture,
-            wasm_config: None,
-            manifest,
-        });
-    }
-
-    let variant = manifest.annotations.get(VARIANT_ANNOTATION).map(String::as_str);
-    let marked = matches!(variant, Some("compat" | "compat-smart"));
-    if !marked && !wasm_platform {
-        return Err(Error::InvalidImage(format!(
-            "not a wasm image: platform {}/{}, no wasm layers and no {VARIANT_ANNOTATION} annotation",
-            image_config.os, image_config.architecture
-        )));
-    }
-    if let Some(bad) = manifest.layers.iter().find(|l| !is_tar_layer(&l.media_type)) {
-        return Err(Error::UnsupportedMediaType(bad.media_type.clone()));
-    }
-    if entrypoint.is_empty() && cmd.is_empty() {
-        return Err(Error::InvalidImage("compat image has neither Entrypoint nor Cmd to name its module".into()));
-    }
-    Ok(Image {
+    let image = Image {
         kind: ImageKind::Compat,
         wasm_layer: None,
-        rootfs_layers: manifest.layers.clone(),
-        entrypoint,
-        cmd,
-        env,
+        rootfs_layers: Vec::new(),
+        entrypoint: cc.entrypoint.unwrap_or_default(),
+        cmd: cc.cmd.unwrap_or_default(),
+        env: cc.env.unwrap_or_default(),
         os: image_config.os,
         architecture: image_config.architecture,
         wasm_config: None,
         manifest,
+    };
+    if image.manifest.layers.iter().any(|l| is_wasm_layer(&l.media_type)) {
+        classify_wasm_layer(image, module)
+    } else {
+        classify_compat(image, wasm_platform)
+    }
+}
+
+/// Whether a layer of this media type is a module or component (see [`WASM_LAYER_TYPES`]).
+pub fn is_wasm_layer(media_type: &str) -> bool {
+    WASM_LAYER_TYPES.contains(&media_type)
+}
+
+/// The CNCF Wasm artifact: exactly one `application/wasm` layer.
+fn classify_artifact(manifest: Manifest, config: &[u8]) -> Result<Image> {
+    let wasm_layers: Vec<&Descriptor> = manifest.layers.iter().filter(|l| l.media_type == WASM_LAYER).collect();
+    if manifest.layers.len() != 1 || wasm_layers.len() != 1 {
+        return Err(Error::InvalidImage(format!(
+            "a Wasm artifact has exactly one {WASM_LAYER} layer, this one has {} layers ({} wasm)",
+            manifest.layers.len(),
+            wasm_layers.len()
+        )));
+    }
+    let wasm_config: WasmConfig =
+        serde_json::from_slice(config).map_err(|e| Error::InvalidImage(format!("malformed {WASM_CONFIG} config: {e}")))?;
+    let layer = wasm_layers[0].clone();
+    Ok(Image {
+        kind: ImageKind::Artifact,
+        wasm_layer: Some(layer),
+        rootfs_layers: Vec::new(),
+        entrypoint: Vec::new(),
+        cmd: Vec::new(),
+        env: Vec::new(),
+        os: wasm_config.os.clone(),
+        architecture: wasm_config.architecture.clone(),
+        wasm_config: Some(wasm_config),
+        manifest,
     })
+}
+
+/// runwasi's wasm-layer image (architecture `wasm`). Several wasm layers: `module`, else the
+/// entrypoint, names the one to run by its title.
+fn classify_wasm_layer(mut image: Image, module: Option<&str>) -> Result<Image> {
+    if image.architecture != "wasm" {
+        return Err(Error::InvalidImage(format!("wasm layers in an image whose architecture is {:?}, not \"wasm\"", image.architecture)));
+    }
+    let wasm_layers: Vec<&Descriptor> = image.manifest.layers.iter().filter(|l| is_wasm_layer(&l.media_type)).collect();
+    let layer = match wasm_layers.as_slice() {
+        [one] => (*one).clone(),
+        many => {
+            let want = module.or(image.entrypoint.first().map(String::as_str)).map(|e| e.trim_start_matches('/'));
+            let title = |l: &Descriptor| l.annotations.get(TITLE_ANNOTATION).map(|t| t.trim_start_matches('/').to_string());
+            many.iter().find(|l| want.is_some() && title(l).as_deref() == want).map(|l| (*l).clone()).ok_or_else(|| {
+                let titles: Vec<String> = many.iter().filter_map(|l| title(l)).collect();
+                let named = match want {
+                    None => "no entrypoint naming one of them".to_string(),
+                    Some(w) => format!("none titled {w:?}"),
+                };
+                Error::InvalidImage(format!("{} wasm layers and {named} by its {TITLE_ANNOTATION} ({})", many.len(), titles.join(", ")))
+            })?
+        }
+    };
+    image.kind = ImageKind::WasmLayer;
+    image.wasm_layer = Some(layer);
+    Ok(image)
+}
+
+/// A compat image: tar layers, marked by the variant annotation or a wasm platform, whose
+/// Entrypoint/Cmd names the module.
+fn classify_compat(mut image: Image, wasm_platform: bool) -> Result<Image> {
+    let variant = image.manifest.annotations.get(VARIANT_ANNOTATION).map(String::as_str);
+    let marked = matches!(variant, Some("compat" | "compat-smart"));
+    if !marked && !wasm_platform {
+        return Err(Error::InvalidImage(format!(
+            "not a wasm image: platform {}/{}, no wasm layers and no {VARIANT_ANNOTATION} annotation",
+            image.os, image.architecture
+        )));
+    }
+    if let Some(bad) = image.manifest.layers.iter().find(|l| !is_tar_layer(&l.media_type)) {
+        return Err(Error::UnsupportedMediaType(bad.media_type.clone()));
+    }
+    if image.entrypoint.is_empty() && image.cmd.is_empty() {
+        return Err(Error::InvalidImage("compat image has neither Entrypoint nor Cmd to name its module".into()));
+    }
+    image.rootfs_layers = image.manifest.layers.clone();
+    Ok(image)
 }
 
 /// A CNCF Wasm artifact ready to store or push: config and manifest bytes, and the layer.

@@ -5,7 +5,9 @@
 //! - [`store`]: the local content-addressed store (immutable blobs named by digest, ingests
 //!   invisible until committed, names kept apart from blobs, prune and check).
 //! - [`image`]: the three formats read (CNCF Wasm artifact, runwasi wasm-layer, compat) and the
-//!   one written (the CNCF Wasm artifact), and resolving an image into something to run.
+//!   one written (the CNCF Wasm artifact).
+//! - [`launch`]: the one launch model: an image (from the local store or containerd's) → the wasm
+//!   file to run, argv[0], default args, env, rootfs; and finding a module inside a rootfs.
 //! - [`registry`]: the registry client (oci-client underneath): pull, push, auth, retries.
 //! - [`auth`]: credentials from `wasmcell login` and the docker config, never logged.
 //! - [`unpack`]: safe extraction of compat rootfs layers.
@@ -17,6 +19,7 @@ pub mod auth;
 pub mod digest;
 pub mod error;
 pub mod image;
+pub mod launch;
 pub mod layout;
 pub mod reference;
 pub mod registry;

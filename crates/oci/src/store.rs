@@ -28,6 +28,8 @@ use crate::image::Descriptor;
 
 /// The largest manifest, index or config the store will read into memory (containerd's limit).
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// The largest wasm layer (module or component) run from a store, local or containerd's.
+pub const MAX_LAYER_BYTES: u64 = 1 << 30;
 
 /// A local content-addressed store. Cheap to clone; holds no open files.
 #[derive(Clone, Debug)]

@@ -4,9 +4,10 @@
 //!
 //! This is how wasm-layer images (the CNCF Wasm artifact: config `application/vnd.wasm.config.v0+json`,
 //! layer `application/wasm`) run: containerd 1.6 cannot unpack such a layer into a rootfs, so the
-//! container's rootfs is empty and the module comes from the content store instead. The layer is
-//! verified against its digest and written into the bundle directory (containerd's, removed with the
-//! container), from where the runtime loads it like any module.
+//! container's rootfs is empty and the module comes from the content store instead. What the image
+//! launches is decided by `wasmcell_oci::launch`, as for `wasmcell run`: [`ContentStore`] is only where
+//! the bytes come from. The layer is verified against its digest and written into the bundle directory
+//! (containerd's, removed with the container), from where the runtime loads it like any module.
 //!
 //! The messages of the calls used are declared here (field numbers from containerd's
 //! `api/services/{containers,images,content}/v1/*.proto`, which is the wire contract) and carried by
@@ -16,18 +17,12 @@ use std::path::{Path, PathBuf};
 
 use tonic::codegen::http::uri::PathAndQuery;
 use wasmcell_oci::Digest;
-use wasmcell_oci::image::{COMPONENT_LAYER, Content, TITLE_ANNOTATION, WASM_LAYER, choose_platform};
+use wasmcell_oci::image::Descriptor;
+use wasmcell_oci::launch::{BlobSource, Launch};
+use wasmcell_oci::store::MAX_LAYER_BYTES;
 
 use crate::error::{Error, Result};
 
-/// The layer media types taken as a wasm module or component: the CNCF Wasm artifact's and runwasi's
-/// (the ones `wasmcell run` reads, from wasmcell-oci), and wasm-to-oci's older one.
-pub const WASM_LAYER_TYPES: &[&str] = &[WASM_LAYER, COMPONENT_LAYER, "application/vnd.wasm.content.layer.v1+wasm"];
-
-/// A manifest or index larger than this is refused (they are a few hundred bytes).
-const MAX_MANIFEST: i64 = 4 << 20;
-/// A wasm layer larger than this is refused.
-const MAX_LAYER: i64 = 1 << 30;
 /// The gRPC header containerd reads the namespace from.
 const NAMESPACE_HEADER: &str = "containerd-namespace";
 /// The type URL containerd gives an OCI runtime spec carried in an `Any`.
@@ -218,8 +213,8 @@ impl Client {
     }
 
     /// A blob from the content store, whole, checked against the descriptor's size and digest.
-    pub fn read(&self, desc: &api::Descriptor, max: i64) -> Result<Vec<u8>> {
-        if desc.size < 0 || desc.size > max {
+    pub fn read(&self, desc: &api::Descriptor, max: u64) -> Result<Vec<u8>> {
+        if desc.size < 0 || desc.size as u64 > max {
             return Err(Error::InvalidSpec(format!(
                 "{} ({}): {} bytes, more than the {max} allowed",
                 desc.digest, desc.media_type, desc.size
@@ -264,59 +259,62 @@ fn verify(desc: &api::Descriptor, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The wasm layer of container `id`'s image, written into `dir` (the bundle). `Ok(None)` when the
-/// container has no image or its image has no wasm layer (a compat image: the module is in the rootfs).
-/// `name` (args[0]) picks among several wasm layers by their title annotation. Also returns the name the
-/// guest knows the module by (argv[0] when the spec gives no args): the layer's title, else the image.
-pub fn wasm_layer(client: &Client, id: &str, name: Option<&str>, dir: &Path) -> Result<Option<(PathBuf, String)>> {
+/// What container `id`'s image launches, decided as `wasmcell run` decides it (`wasmcell_oci::launch`),
+/// its wasm layer written into `dir` (the bundle). `rootfs` is the container's (a compat image's layers,
+/// unpacked by containerd); `module` (args[0]) names the module, as the image's Entrypoint would.
+/// `Ok(None)` when the container has no image.
+pub fn launch(client: &Client, id: &str, module: Option<&str>, dir: &Path, rootfs: &Path) -> Result<Option<Launch>> {
     let container = client.container(id)?;
     if container.image.is_empty() {
         return Ok(None);
     }
     let image = client.image(&container.image)?;
     let target = image.target.ok_or_else(|| Error::Containerd(format!("{}: the image has no target", container.image)))?;
-    let manifest = manifest(client, &container.image, target)?;
-    let layers: Vec<_> = manifest.layers.iter().filter(|l| WASM_LAYER_TYPES.contains(&l.media_type.as_str())).collect();
-    let title = |l: &wasmcell_oci::image::Descriptor| l.annotations.get(TITLE_ANNOTATION).cloned();
-    let layer = match layers.as_slice() {
-        [] => return Ok(None),
-        [one] => *one,
-        several => {
-            let wanted = name.map(|n| n.trim_start_matches('/'));
-            let found = several.iter().find(|l| title(l).is_some_and(|t| Some(t.trim_start_matches('/')) == wanted));
-            *found.ok_or_else(|| {
-                let titles: Vec<_> = several.iter().filter_map(|l| title(l)).collect();
-                Error::InvalidSpec(format!(
-                    "{}: {} wasm layers; args[0] must name one of them ({})",
-                    container.image,
-                    several.len(),
-                    titles.join(", ")
-                ))
-            })?
-        }
+    let digest: Digest = target.digest.parse().map_err(|e| Error::InvalidSpec(format!("{}: {e}", container.image)))?;
+    let target = Descriptor {
+        media_type: target.media_type,
+        digest,
+        size: target.size.max(0) as u64,
+        platform: None,
+        annotations: Default::default(),
     };
-    let desc = descriptor(layer);
-    let bytes = client.read(&desc, MAX_LAYER)?;
-    let hex = desc.digest.trim_start_matches("sha256:");
-    let path = dir.join(format!("{hex}.wasm"));
-    wasmcell_fsutil::atomic_write(&path, &bytes).map_err(Error::io(format!("cannot write {}", path.display())))?;
-    Ok(Some((path, title(layer).unwrap_or(container.image))))
-}
-
-/// The image manifest `target` names, through an index (its wasm platform's entry, chosen as
-/// `wasmcell run` chooses it).
-fn manifest(client: &Client, image: &str, target: api::Descriptor) -> Result<wasmcell_oci::image::Manifest> {
-    let invalid = |e: wasmcell_oci::Error| Error::InvalidSpec(format!("{image}: {e}"));
-    let parse = |desc: &api::Descriptor| Content::parse(&client.read(desc, MAX_MANIFEST)?, Some(&desc.media_type)).map_err(invalid);
-    match parse(&target)? {
-        Content::Manifest(m) => Ok(m),
-        Content::Index(index) => match parse(&descriptor(choose_platform(&index).map_err(invalid)?))? {
-            Content::Manifest(m) => Ok(m),
-            Content::Index(_) => Err(Error::InvalidSpec(format!("{image}: an index inside an index"))),
-        },
+    let source = ContentStore { client, dir, rootfs };
+    match Launch::from_target(&source, &target, &container.image, module) {
+        Ok(launch) => Ok(Some(launch)),
+        // The image's fault: say which image.
+        Err(Error::InvalidSpec(m)) => Err(Error::InvalidSpec(format!("{}: {m}", container.image))),
+        Err(e) => Err(e),
     }
 }
 
-fn descriptor(d: &wasmcell_oci::image::Descriptor) -> api::Descriptor {
+/// containerd's content store as the source of an image's bytes.
+pub struct ContentStore<'a> {
+    pub client: &'a Client,
+    /// Where the wasm layer is written (the bundle directory).
+    pub dir: &'a Path,
+    /// The container's rootfs: containerd unpacked a compat image's layers into its snapshot there.
+    pub rootfs: &'a Path,
+}
+
+impl BlobSource for ContentStore<'_> {
+    type Error = Error;
+
+    fn read_blob(&self, desc: &Descriptor, limit: u64) -> Result<Vec<u8>> {
+        self.client.read(&descriptor(desc), limit)
+    }
+
+    fn wasm_file(&self, layer: &Descriptor) -> Result<PathBuf> {
+        let bytes = self.client.read(&descriptor(layer), MAX_LAYER_BYTES)?;
+        let path = self.dir.join(format!("{}.wasm", layer.digest.hex()));
+        wasmcell_fsutil::atomic_write(&path, &bytes).map_err(Error::io(format!("cannot write {}", path.display())))?;
+        Ok(path)
+    }
+
+    fn rootfs(&self, _manifest: &Digest, _layers: &[Descriptor]) -> Result<PathBuf> {
+        Ok(self.rootfs.to_path_buf())
+    }
+}
+
+fn descriptor(d: &Descriptor) -> api::Descriptor {
     api::Descriptor { media_type: d.media_type.clone(), digest: d.digest.to_string(), size: d.size as i64 }
 }

@@ -60,6 +60,18 @@ impl Error {
     }
 }
 
+/// An image the container runs breaks the images crate's rules (a module path leaving the rootfs, an
+/// unsupported media type): the spec asks for what cannot run. I/O keeps its cause.
+impl From<wasmcell_oci::Error> for Error {
+    fn from(e: wasmcell_oci::Error) -> Error {
+        match e {
+            wasmcell_oci::Error::InvalidImage(m) => Error::InvalidSpec(m),
+            wasmcell_oci::Error::Io { context, path, source } => Error::Io { context: format!("{context} {}", path.display()), source },
+            other => Error::InvalidSpec(other.to_string()),
+        }
+    }
+}
+
 /// The one mapping from [`Error`] to a ttrpc status (containerd turns the code into its errdefs).
 impl From<Error> for ttrpc::Error {
     fn from(e: Error) -> ttrpc::Error {

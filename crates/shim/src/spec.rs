@@ -9,9 +9,10 @@
 //! `linux.cgroupsPath` and `linux.resources.cpu` the cgroup the guest's threads join (see `cgroup`).
 
 use std::net::SocketAddr;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use wasmcell_oci::launch::{Launch as ImageLaunch, module_in_rootfs};
 use wasmcell_runtime::SandboxPolicy;
 use wasmcell_runtime::policy::Mount;
 
@@ -44,22 +45,23 @@ pub struct Launch {
 /// The annotation CRI sets to `sandbox` on a pod's pause container.
 const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 
-/// Where the module comes from when args[0] names no file in the rootfs (or there are no args): the
-/// image's wasm layer, as a file and the name the guest knows it by; `None` when there is none.
-pub type LayerSource<'a> = &'a mut dyn FnMut(Option<&str>) -> Result<Option<(PathBuf, String)>>;
+/// The container's image, when args[0] names no file in the rootfs (or there are no args): called with
+/// the container's rootfs and args[0] (without `#func`), it gives the image's [`ImageLaunch`] (the wasm
+/// layer, from containerd's content store; argv[0] and default args); `None` when there is no image.
+pub type ImageSource<'a> = &'a mut dyn FnMut(&Path, Option<&str>) -> Result<Option<ImageLaunch>>;
 
 /// Reads `BUNDLE/config.json` and translates it.
-pub fn load(bundle: &Path, layer: LayerSource<'_>) -> Result<Launch> {
+pub fn load(bundle: &Path, image: ImageSource<'_>) -> Result<Launch> {
     let path = bundle.join("config.json");
     let bytes = std::fs::read(&path).map_err(Error::io(format!("cannot read {}", path.display())))?;
     // serde_json directly: oci-spec's own loader reduces every parse error to "serde failed".
     let spec: Spec =
         serde_json::from_slice(&bytes).map_err(|e| Error::InvalidSpec(format!("{}: not an OCI runtime spec: {e}", path.display())))?;
-    translate(&spec, bundle, layer)
+    translate(&spec, bundle, image)
 }
 
 /// Translates a spec whose relative paths are relative to `bundle`.
-pub fn translate(spec: &Spec, bundle: &Path, layer: LayerSource<'_>) -> Result<Launch> {
+pub fn translate(spec: &Spec, bundle: &Path, image: ImageSource<'_>) -> Result<Launch> {
     let netns = spec
         .linux()
         .as_ref()
@@ -80,31 +82,11 @@ pub fn translate(spec: &Spec, bundle: &Path, layer: LayerSource<'_>) -> Result<L
         });
     }
     let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("the spec has no process".into()))?;
-    let args = process.args().clone().unwrap_or_default();
-    let first = args.first().filter(|a| !a.is_empty());
-    let (file, export) = match first.map(|a| a.split_once('#')) {
-        Some(Some((f, e))) => (f.to_string(), (!e.is_empty()).then(|| e.to_string())),
-        Some(None) => (first.cloned().unwrap_or_default(), None),
-        None => (String::new(), None),
-    };
-
     let root = spec.root().as_ref().ok_or_else(|| Error::InvalidSpec("the spec has no root".into()))?;
     let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
-    // A compat image: the module is a file of the rootfs. A wasm-layer image: the rootfs is empty and the
-    // module is the image's layer, from containerd's content store.
-    let in_rootfs = if file.is_empty() { None } else { resolve_in(&rootfs, &file)? };
-    let (module, argv0) = match in_rootfs {
-        Some(m) => (m, file.clone()),
-        None => match layer((!file.is_empty()).then_some(file.as_str()))? {
-            Some((m, title)) => (m, if file.is_empty() { title } else { file.clone() }),
-            None if file.is_empty() => {
-                return Err(Error::InvalidSpec("the process has no args: args[0] must name the wasm module inside the image".into()));
-            }
-            None => return Err(Error::InvalidSpec(format!("{file}: no such file in the image"))),
-        },
-    };
+    let (module, export, args) = module_and_args(process.args().as_deref().unwrap_or_default(), &rootfs, image)?;
 
-    let mut policy = SandboxPolicy { args: std::iter::once(argv0).chain(args.into_iter().skip(1)).collect(), ..SandboxPolicy::default() };
+    let mut policy = SandboxPolicy { args, ..SandboxPolicy::default() };
     let mut http_addr = DEFAULT_HTTP_ADDR.to_string();
     for kv in process.env().iter().flatten() {
         let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
@@ -119,22 +101,7 @@ pub fn translate(spec: &Spec, bundle: &Path, layer: LayerSource<'_>) -> Result<L
     if rootfs.is_dir() {
         policy.mounts.push(Mount { host: rootfs.clone(), guest: "/".into(), read_only: root.readonly().unwrap_or(false) });
     }
-    for m in spec.mounts().iter().flatten() {
-        let typ = m.typ().as_deref().unwrap_or("");
-        let options = m.options().clone().unwrap_or_default();
-        let bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
-        if !bind {
-            continue;
-        }
-        let Some(source) = m.source() else { continue };
-        if !source.is_dir() {
-            // A file bind (resolv.conf, hostname, a secret file): WASI preopens are directories.
-            continue;
-        }
-        let guest = m.destination().to_string_lossy().into_owned();
-        policy.mounts.push(Mount { host: source.clone(), guest, read_only: options.iter().any(|o| o == "ro") });
-    }
-
+    policy.mounts.extend(bind_mounts(spec));
     if let Some(limit) =
         spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.memory().as_ref()).and_then(|m| m.limit())
         && limit > 0
@@ -143,6 +110,48 @@ pub fn translate(spec: &Spec, bundle: &Path, layer: LayerSource<'_>) -> Result<L
     }
 
     Ok(Launch { module, export, policy, http_addr, netns, pause: false, cgroup: cgroup_of(spec) })
+}
+
+/// The module, the `#func` export and argv from `process.args`. A compat image: args[0] is a file of
+/// the rootfs (the one containment rule, [`module_in_rootfs`]). Otherwise the image's launch (a wasm-layer
+/// image: the rootfs is empty and the module is the image's layer, from containerd's content store):
+/// with no args, its argv[0] and default args.
+fn module_and_args(args: &[String], rootfs: &Path, image: ImageSource<'_>) -> Result<(PathBuf, Option<String>, Vec<String>)> {
+    let first = args.first().filter(|a| !a.is_empty());
+    let (file, export) = match first.map(|a| a.split_once('#')) {
+        Some(Some((f, e))) => (f.to_string(), (!e.is_empty()).then(|| e.to_string())),
+        Some(None) => (first.cloned().unwrap_or_default(), None),
+        None => (String::new(), None),
+    };
+    let given = || std::iter::once(file.clone()).chain(args.iter().skip(1).cloned()).collect();
+    if !file.is_empty()
+        && let Some(module) = module_in_rootfs(rootfs, &file)?
+    {
+        return Ok((module, export, given()));
+    }
+    match image(rootfs, (!file.is_empty()).then_some(file.as_str()))? {
+        Some(l) if file.is_empty() => Ok((l.wasm, export, std::iter::once(l.argv0).chain(l.default_args).collect())),
+        Some(l) => Ok((l.wasm, export, given())),
+        None if file.is_empty() => {
+            Err(Error::InvalidSpec("the process has no args: args[0] must name the wasm module inside the image".into()))
+        }
+        None => Err(Error::InvalidSpec(format!("{file}: no such file in the image"))),
+    }
+}
+
+/// The spec's bind mounts of directories, as preopens (read-only when the mount says `ro`). Kernel file
+/// systems and file binds (resolv.conf, hostname, a secret file: WASI preopens are directories) are skipped.
+fn bind_mounts(spec: &Spec) -> Vec<Mount> {
+    let mut mounts = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        let typ = m.typ().as_deref().unwrap_or("");
+        let options = m.options().clone().unwrap_or_default();
+        let bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        let Some(source) = m.source().as_ref().filter(|s| bind && s.is_dir()) else { continue };
+        let guest = m.destination().to_string_lossy().into_owned();
+        mounts.push(Mount { host: source.clone(), guest, read_only: options.iter().any(|o| o == "ro") });
+    }
+    mounts
 }
 
 /// The cgroup `BUNDLE/config.json` asks for, if it can be read (clean-up after a dead shim).
@@ -169,36 +178,6 @@ fn cgroup_of(spec: &Spec) -> Option<CgroupSpec> {
     Some(CgroupSpec { path, cpu })
 }
 
-/// `name` (args[0]) inside `rootfs`, refusing any path that leaves it (`..`, or a symlink pointing out);
-/// `None` when there is no such file (or no rootfs at all: a wasm-layer image's container may have none).
-fn resolve_in(rootfs: &Path, name: &str) -> Result<Option<PathBuf>> {
-    let rel = Path::new(name);
-    if rel.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(Error::InvalidSpec(format!("{name}: the module path must not contain ..")));
-    }
-    let rel: PathBuf = rel.components().filter(|c| matches!(c, Component::Normal(_))).collect();
-    if rel.as_os_str().is_empty() {
-        return Err(Error::InvalidSpec(format!("{name:?}: args[0] must name the wasm module inside the image")));
-    }
-    let root = match rootfs.canonicalize() {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::Io { context: format!("the container's rootfs {}", rootfs.display()), source: e }),
-    };
-    let real = match root.join(&rel).canonicalize() {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::Io { context: format!("cannot open {name} in the image"), source: e }),
-    };
-    if !real.starts_with(&root) {
-        return Err(Error::InvalidSpec(format!("{name}: resolves outside the image's rootfs")));
-    }
-    if !real.is_file() {
-        return Err(Error::InvalidSpec(format!("{name}: not a file")));
-    }
-    Ok(Some(real))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,7 +193,7 @@ mod tests {
 
     /// A compat image's container: no wasm layer to fall back on.
     fn plain(bundle: &Path) -> Result<Launch> {
-        load(bundle, &mut |_| Ok(None))
+        load(bundle, &mut |_, _| Ok(None))
     }
 
     fn config(args: &[&str], extra: serde_json::Value) -> serde_json::Value {
@@ -305,9 +284,16 @@ mod tests {
         std::fs::remove_dir_all(b.path().join("rootfs")).unwrap();
         let layer = b.path().join("abc.wasm");
         let mut asked = Vec::new();
-        let mut source = |name: Option<&str>| {
+        let mut source = |_: &Path, name: Option<&str>| {
             asked.push(name.map(str::to_string));
-            Ok(Some((layer.clone(), "app.wasm".to_string())))
+            Ok(Some(ImageLaunch {
+                kind: wasmcell_oci::image::ImageKind::Artifact,
+                wasm: layer.clone(),
+                argv0: "app.wasm".to_string(),
+                default_args: Vec::new(),
+                env: Vec::new(),
+                rootfs: None,
+            }))
         };
         let l = load(b.path(), &mut source).unwrap();
         assert_eq!(l.module, layer);
@@ -321,7 +307,27 @@ mod tests {
 
         // A file of the rootfs wins: the content store is not asked.
         let b = bundle(config(&["/app/hello.wasm"], serde_json::json!({})));
-        let l = load(b.path(), &mut |_| panic!("asked for a layer")).unwrap();
+        let l = load(b.path(), &mut |_, _| panic!("asked for a layer")).unwrap();
         assert!(l.module.ends_with("rootfs/app/hello.wasm"));
+    }
+
+    #[test]
+    fn the_images_default_args_follow_its_argv0_when_the_spec_has_none() {
+        let b = bundle(config(&[], serde_json::json!({})));
+        let rootfs = b.path().join("rootfs");
+        let mut source = |r: &Path, _: Option<&str>| {
+            assert_eq!(r, rootfs, "the image source is given the container's rootfs");
+            Ok(Some(ImageLaunch {
+                kind: wasmcell_oci::image::ImageKind::WasmLayer,
+                wasm: b.path().join("abc.wasm"),
+                argv0: "app.wasm".to_string(),
+                default_args: vec!["--flag".to_string()],
+                env: vec!["IGNORED=1".to_string()],
+                rootfs: None,
+            }))
+        };
+        let l = load(b.path(), &mut source).unwrap();
+        assert_eq!(l.policy.args, ["app.wasm", "--flag"]);
+        assert!(!l.policy.env.iter().any(|(k, _)| k == "IGNORED"), "the spec's env is the guest's: {:?}", l.policy.env);
     }
 }

@@ -22,6 +22,7 @@ use containerd_shim::protos::ttrpc::context::Context;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 
+use wasmcell_oci::launch::Launch as ImageLaunch;
 use wasmcell_runtime::home::Home;
 use wasmcell_runtime::instance::ThreadHook;
 use wasmcell_runtime::kv::Stores;
@@ -92,14 +93,14 @@ impl TaskService {
         TaskService { exit, namespace, address, events, containers: Arc::default(), stores }
     }
 
-    /// The wasm layer of container `id`'s image, from containerd's content store into the bundle (a
-    /// wasm-layer image's container has nothing in its rootfs).
-    fn wasm_layer(&self, id: &str, name: Option<&str>, bundle: &Path) -> Result<Option<(PathBuf, String)>> {
+    /// What container `id`'s image launches (`wasmcell_oci::launch`), its wasm layer from containerd's
+    /// content store into the bundle (a wasm-layer image's container has nothing in its rootfs).
+    fn image_launch(&self, id: &str, rootfs: &Path, module: Option<&str>, bundle: &Path) -> Result<Option<ImageLaunch>> {
         if self.address.is_empty() {
             return Ok(None);
         }
         let client = crate::containerd::Client::connect(&self.address, &self.namespace)?;
-        crate::containerd::wasm_layer(&client, id, name, bundle)
+        crate::containerd::launch(&client, id, module, bundle, rootfs)
     }
 
     fn get(&self, id: &str) -> Result<Arc<Container>> {
@@ -143,8 +144,8 @@ impl TaskService {
             fifos.push(f.map_err(|e| undo(Error::Io { context: format!("cannot open {p}"), source: e }))?);
         }
         let mounted = began.elapsed();
-        let mut layer = |name: Option<&str>| self.wasm_layer(&req.id, name, &bundle);
-        let launch = spec::load(&bundle, &mut layer).map_err(undo)?;
+        let mut image = |rootfs: &Path, module: Option<&str>| self.image_launch(&req.id, rootfs, module, &bundle);
+        let launch = spec::load(&bundle, &mut image).map_err(undo)?;
         let cgroup = launch.cgroup.as_ref().map(Cgroup::create).transpose().map_err(undo)?.flatten().map(Arc::new);
         let stores = self.stores.clone();
         let preparing =

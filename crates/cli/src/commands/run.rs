@@ -10,8 +10,9 @@ use wasmcell_runtime::{Engine, Instance, SandboxPolicy, Stdio};
 
 use super::sandbox::SandboxFlags;
 
-use crate::images::{self, PullPolicy, RegistryFlags, Runnable};
+use crate::images::{self, PullPolicy, RegistryFlags};
 use wasmcell_exit as exit;
+use wasmcell_oci::launch::Launch;
 
 /// Run a WASI module or component (a file: binary or .wat; or an image reference) with ARGS as
 /// its argv[1..].
@@ -70,7 +71,7 @@ impl RunCommand {
     /// Translates the flags into the sandbox policy: the only thing the runtime is given.
     /// An image contributes its argv[0], default arguments (replaced by ARGS when given),
     /// environment (under the flags'), and a compat image its rootfs, read-only at `/`.
-    fn policy(&self, path: &std::path::Path, image: Option<&Runnable>) -> Result<SandboxPolicy> {
+    fn policy(&self, path: &std::path::Path, image: Option<&Launch>) -> Result<SandboxPolicy> {
         let mut p = SandboxPolicy::default();
         let argv0 = match image {
             Some(img) => img.argv0.clone(),

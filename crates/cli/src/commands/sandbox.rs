@@ -8,7 +8,7 @@ use clap::Args;
 use wasmcell_runtime::policy::{self, Mount, NetRule};
 use wasmcell_runtime::{Error, SandboxPolicy};
 
-use crate::images::Runnable;
+use wasmcell_oci::launch::Launch;
 
 /// What the guest is granted. Nothing unless asked.
 #[derive(Args, Debug, Clone, Default)]
@@ -160,7 +160,7 @@ pub fn grants(p: SandboxPolicy) -> Result<wasmcell_runtime::Grants> {
 }
 
 /// An image's Env, and a compat image's rootfs read-only at `/`.
-pub fn apply_image(p: &mut SandboxPolicy, img: &Runnable) -> Result<()> {
+pub fn apply_image(p: &mut SandboxPolicy, img: &Launch) -> Result<()> {
     for e in &img.env {
         let (k, v) = e.split_once('=').unwrap_or((e, ""));
         policy::check_env(k, v).map_err(config).context("invalid Env in the image config")?;

@@ -157,7 +157,7 @@ impl ServeCommand {
 impl ServeCommand {
     /// The sandbox flags (and an image's config) as the policy every request's instance gets; the
     /// memory cap always set, since it sizes the instance pool.
-    fn policy(&self, path: &std::path::Path, image: Option<&images::Runnable>) -> Result<SandboxPolicy> {
+    fn policy(&self, path: &std::path::Path, image: Option<&wasmcell_oci::launch::Launch>) -> Result<SandboxPolicy> {
         let mut policy = SandboxPolicy::default();
         let argv0 = image
             .map(|i| i.argv0.clone())
