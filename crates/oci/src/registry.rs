@@ -381,6 +381,24 @@ impl Client {
         report.kind = image.kind;
         let layers = layers_to_fetch(&image);
 
+        self.fetch_layers(store, reference, layers, &mut report).await?;
+
+        // Manifests last: an image is named only once everything it needs is stored.
+        store.put(&manifest_bytes, Some(&manifest_digest))?;
+        store.put(&top_bytes, Some(&top_digest))?;
+        let target = Descriptor {
+            media_type: top_media_type,
+            digest: top_digest,
+            size: top_bytes.len() as u64,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
+        store.set_name(&reference.to_string(), target, manifest_digest)?;
+        Ok(report)
+    }
+
+    /// Fetches `layers` a few at a time (`Options::concurrency`), adding what moved to `report`.
+    async fn fetch_layers(&self, store: &Store, reference: &Reference, layers: Vec<Descriptor>, report: &mut PullReport) -> Result<()> {
         let counts = Mutex::new((0u64, 0u64, 0u64));
         let template = PullReport { blobs_fetched: 0, bytes_fetched: 0, blobs_present: 0, ..report.clone() };
         futures_util::stream::iter(layers.into_iter().map(|layer| {
@@ -403,19 +421,7 @@ impl Client {
         report.blobs_fetched += f;
         report.bytes_fetched += b;
         report.blobs_present += p;
-
-        // Manifests last: an image is named only once everything it needs is stored.
-        store.put(&manifest_bytes, Some(&manifest_digest))?;
-        store.put(&top_bytes, Some(&top_digest))?;
-        let target = Descriptor {
-            media_type: top_media_type,
-            digest: top_digest,
-            size: top_bytes.len() as u64,
-            platform: None,
-            annotations: BTreeMap::new(),
-        };
-        store.set_name(&reference.to_string(), target, manifest_digest)?;
-        Ok(report)
+        Ok(())
     }
 
     /// Streams one blob into the store unless it is there, checking size and digest.
