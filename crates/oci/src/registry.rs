@@ -645,6 +645,7 @@ fn free_space(dir: &std::path::Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled `st`.
     let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast, reason = "fsblkcnt_t and c_ulong are not u64 on every target")]
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 

@@ -126,33 +126,6 @@ pub fn default_app(target: &str, is_image: bool) -> String {
     format!("{}-{}", if app.is_empty() { "app" } else { &app }, &digest.hex()[..12])
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn different_images_and_files_get_different_applications() {
-        let a = default_app("a.io/team/app:1", true);
-        let b = default_app("b.io/team/app:1", true);
-        assert_ne!(a, b);
-        assert!(a.starts_with("a.io-team-app-"), "{a}");
-        // Tags and digests of one repository are one application.
-        assert_eq!(a, default_app("a.io/team/app:2", true));
-        let dir = tempfile::tempdir().unwrap();
-        for d in ["x", "y"] {
-            std::fs::create_dir(dir.path().join(d)).unwrap();
-            std::fs::write(dir.path().join(d).join("app.wasm"), b"").unwrap();
-        }
-        let x = default_app(dir.path().join("x/app.wasm").to_str().unwrap(), false);
-        let y = default_app(dir.path().join("y/app.wasm").to_str().unwrap(), false);
-        assert_ne!(x, y);
-        assert!(x.starts_with("app-") && y.starts_with("app-"), "{x} {y}");
-        // The same file, named another way, is the same application.
-        let again = default_app(dir.path().join("x/../x/app.wasm").to_str().unwrap(), false);
-        assert_eq!(x, again);
-    }
-}
-
 /// The policy with its key-value stores opened (a store that cannot be opened is an error now).
 pub fn grants(p: SandboxPolicy) -> Result<wasmcell_runtime::Grants> {
     let stores = wasmcell_runtime::kv::Stores::new(wasmcell_runtime::home::Home::from_env());
@@ -191,4 +164,31 @@ fn push_env(env: &mut Vec<(String, String)>, spec: &str) -> Result<()> {
     env.retain(|(k, _)| *k != key);
     env.push((key, value));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn different_images_and_files_get_different_applications() {
+        let a = default_app("a.io/team/app:1", true);
+        let b = default_app("b.io/team/app:1", true);
+        assert_ne!(a, b);
+        assert!(a.starts_with("a.io-team-app-"), "{a}");
+        // Tags and digests of one repository are one application.
+        assert_eq!(a, default_app("a.io/team/app:2", true));
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["x", "y"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+            std::fs::write(dir.path().join(d).join("app.wasm"), b"").unwrap();
+        }
+        let x = default_app(dir.path().join("x/app.wasm").to_str().unwrap(), false);
+        let y = default_app(dir.path().join("y/app.wasm").to_str().unwrap(), false);
+        assert_ne!(x, y);
+        assert!(x.starts_with("app-") && y.starts_with("app-"), "{x} {y}");
+        // The same file, named another way, is the same application.
+        let again = default_app(dir.path().join("x/../x/app.wasm").to_str().unwrap(), false);
+        assert_eq!(x, again);
+    }
 }
