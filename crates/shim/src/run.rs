@@ -20,7 +20,7 @@ use wasmcell_runtime::{Engine, Grants, HttpProgram, Instance, Program, Stdio, St
 use wasmcell_serve::{Config, Handler, Metrics, Server};
 
 use crate::error::{Error, Result};
-use crate::spec::Launch;
+use crate::spec::{Launch, NetNs};
 
 /// The code `done` receives for a guest stopped by a signal (the task maps it to 128 + the signal).
 pub const KILLED: i32 = -1;
@@ -241,9 +241,7 @@ fn start_http(
                 }
             };
             let code = rt.block_on(async move {
-                if let Some(ns) = &netns
-                    && let Err(e) = enter_netns(ns)
-                {
+                if let Err(e) = network(&netns) {
                     let _ = bound_tx.send(Err(e));
                     return None;
                 }
@@ -276,6 +274,49 @@ fn start_http(
         Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::InvalidSpec("the serving thread ended before listening".into())),
     }
+}
+
+/// Puts the calling thread (the one that binds the listener, and every thread it starts) in the network
+/// the spec asks for: the host's, a new namespace with only loopback up (as runc gives `ctr run`), or the
+/// pod's.
+fn network(netns: &NetNs) -> Result<()> {
+    match netns {
+        NetNs::Host => Ok(()),
+        NetNs::Join(path) => enter_netns(path),
+        NetNs::New => {
+            // SAFETY: unshare with a flag only; CLONE_NEWNET applies to the calling thread.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(Error::Io { context: "cannot make a network namespace".into(), source: std::io::Error::last_os_error() });
+            }
+            loopback_up()
+        }
+    }
+}
+
+/// Brings `lo` up in the calling thread's (new) network namespace.
+fn loopback_up() -> Result<()> {
+    let fail = |what: &str| Error::Io { context: format!("cannot bring up loopback: {what}"), source: std::io::Error::last_os_error() };
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(fail("socket"));
+    }
+    // SAFETY: ifreq is plain data; the name is NUL-terminated; the ioctls read and write only `req`.
+    let result = unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) != 0 {
+            Err(fail("SIOCGIFFLAGS"))
+        } else {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) != 0 { Err(fail("SIOCSIFFLAGS")) } else { Ok(()) }
+        }
+    };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    result
 }
 
 /// Moves the calling thread into the network namespace at `path` (a pod's), so that the listener it

@@ -35,7 +35,7 @@ pub struct Launch {
     /// Where a wasi:http component listens.
     pub http_addr: SocketAddr,
     /// The network namespace the spec puts the container in (a pod's), if it names one.
-    pub netns: Option<PathBuf>,
+    pub netns: NetNs,
     /// A Kubernetes pod sandbox ("pause") container: nothing runs, it lives until killed.
     pub pause: bool,
     /// The container's cgroup (`linux.cgroupsPath`) and the CPU limits to write into it.
@@ -62,12 +62,7 @@ pub fn load(bundle: &Path, image: ImageSource<'_>) -> Result<Launch> {
 
 /// Translates a spec whose relative paths are relative to `bundle`.
 pub fn translate(spec: &Spec, bundle: &Path, image: ImageSource<'_>) -> Result<Launch> {
-    let netns = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
-        .and_then(|n| n.path().clone());
+    let netns = netns_of(spec);
     if spec.annotations().as_ref().and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION)).is_some_and(|t| t == "sandbox") {
         // The pod's pause container (a native binary) holds nothing for a wasm pod: CRI made the netns.
         let http_addr = DEFAULT_HTTP_ADDR.parse().expect("valid default address");
@@ -152,6 +147,32 @@ fn bind_mounts(spec: &Spec) -> Vec<Mount> {
         mounts.push(Mount { host: source.clone(), guest, read_only: options.iter().any(|o| o == "ro") });
     }
     mounts
+}
+
+/// The network a container's listener lives in, as the spec's `linux.namespaces` asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetNs {
+    /// No network namespace in the spec (`ctr run --net-host`): the host's.
+    Host,
+    /// A network namespace without a path (what `ctr run` sends): a new one, with only loopback.
+    New,
+    /// The namespace at this path (a pod's, made by CRI).
+    Join(PathBuf),
+}
+
+fn netns_of(spec: &Spec) -> NetNs {
+    let network = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network).cloned());
+    match network {
+        None => NetNs::Host,
+        Some(n) => match n.path() {
+            Some(p) if !p.as_os_str().is_empty() => NetNs::Join(p.clone()),
+            _ => NetNs::New,
+        },
+    }
 }
 
 /// The cgroup `BUNDLE/config.json` asks for, if it can be read (clean-up after a dead shim).

@@ -419,6 +419,41 @@ fn shim_kills_a_long_running_guest_with_sigterm_and_sigkill() {
     s.assert_nothing_left();
 }
 
+/// A container that asks for a network namespace of its own (what `ctr run` sends without `--net-host`)
+/// gets one: its listener is not on the host (it was, on the host's 0.0.0.0:8080), and answers inside.
+#[test]
+fn shim_gives_a_container_its_own_network_namespace() {
+    let s = setup();
+    ok("ctr run -d isolated", s.containerd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, IMAGE, "isolated", "/app/http.wasm"]));
+    s.wait_status("isolated", "RUNNING");
+    // The serving thread of the pod's shim is in a network namespace that is not the host's.
+    let pid = text(&s.containerd.ctr(&["task", "ls"]).stdout)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("isolated"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .expect("the task is listed");
+    let serving = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "wasmcell-serve"))
+        .expect("a serving thread");
+    let ns = serving.path().join("ns/net");
+    assert_ne!(std::fs::read_link(&ns).unwrap(), std::fs::read_link("/proc/self/ns/net").unwrap(), "the listener is in the host's network");
+    let host = Command::new("curl").args(["-sS", "--max-time", "2", "http://127.0.0.1:8080/"]).output().unwrap();
+    assert!(text(&host.stdout) != "hello from wasi:http\n", "the container's listener answered on the host");
+    let inside = Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(["curl", "-sS", "--max-time", "10", "http://127.0.0.1:8080/"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&inside.stdout), "hello from wasi:http\n", "{}", text(&inside.stderr));
+    ok("ctr task kill", s.containerd.ctr(&["task", "kill", "isolated"]));
+    s.wait_status("isolated", "STOPPED");
+    ok("ctr task delete", s.containerd.ctr(&["task", "delete", "isolated"]));
+    ok("ctr containers rm", s.containerd.ctr(&["containers", "rm", "isolated"]));
+    s.assert_nothing_left();
+}
+
 #[test]
 fn shim_serves_an_http_component_until_sigterm() {
     let s = setup();
@@ -430,6 +465,7 @@ fn shim_serves_an_http_component_until_sigterm() {
             "run",
             "-d",
             "--null-io",
+            "--net-host",
             "--runtime",
             RUNTIME,
             "--env",
