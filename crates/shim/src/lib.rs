@@ -20,6 +20,7 @@ pub mod error;
 pub mod run;
 pub mod spec;
 pub mod task;
+pub mod user;
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -21,6 +21,7 @@ use wasmcell_serve::{Config, Handler, Metrics, Server};
 
 use crate::error::{Error, Result};
 use crate::spec::{Launch, NetNs};
+use crate::user::User;
 
 /// The code `done` receives for a guest stopped by a signal (the task maps it to 128 + the signal).
 pub const KILLED: i32 = -1;
@@ -110,6 +111,7 @@ pub fn prepare(launch: Launch, stores: &Stores) -> Result<Prepared> {
 /// first on every thread the guest runs on (the container's cgroup).
 pub fn start(prepared: Prepared, io: Io, on_thread: Option<ThreadHook>, done: impl FnOnce(i32) + Send + 'static) -> Result<Running> {
     let Prepared { launch, ready } = prepared;
+    let on_thread = with_user(on_thread, launch.user.clone());
     match ready {
         Ready::Pause => {
             let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -274,6 +276,20 @@ fn start_http(
         Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::InvalidSpec("the serving thread ended before listening".into())),
     }
+}
+
+/// `hook`, then the container's user for the thread's file access (after the cgroup move, which root
+/// makes). A thread whose credentials cannot be set is left as `nobody` (see `user`).
+fn with_user(hook: Option<ThreadHook>, user: Option<User>) -> Option<ThreadHook> {
+    let Some(user) = user else { return hook };
+    Some(Arc::new(move || {
+        if let Some(h) = &hook {
+            h();
+        }
+        if let Err(e) = user.apply() {
+            log::error!("cannot give a guest thread uid {} gid {}: {e}; it runs as nobody", user.uid, user.gid);
+        }
+    }))
 }
 
 /// Puts the calling thread (the one that binds the listener, and every thread it starts) in the network

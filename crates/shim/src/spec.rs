@@ -18,6 +18,7 @@ use wasmcell_runtime::policy::Mount;
 
 use crate::cgroup::{CgroupSpec, CpuLimits};
 use crate::error::{Error, Result};
+use crate::user::User;
 
 /// The environment variable a wasi:http component's listening address is taken from.
 pub const HTTP_ADDR_ENV: &str = "WASMCELL_HTTP_ADDR";
@@ -40,6 +41,8 @@ pub struct Launch {
     pub pause: bool,
     /// The container's cgroup (`linux.cgroupsPath`) and the CPU limits to write into it.
     pub cgroup: Option<CgroupSpec>,
+    /// `process.user`, for every file the guest touches (`None`: root).
+    pub user: Option<User>,
 }
 
 /// The annotation CRI sets to `sandbox` on a pod's pause container.
@@ -74,6 +77,7 @@ pub fn translate(spec: &Spec, bundle: &Path, image: ImageSource<'_>) -> Result<L
             netns,
             pause: true,
             cgroup: None,
+            user: None,
         });
     }
     let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("the spec has no process".into()))?;
@@ -104,7 +108,7 @@ pub fn translate(spec: &Spec, bundle: &Path, image: ImageSource<'_>) -> Result<L
         policy.limits.memory = Some(limit as u64);
     }
 
-    Ok(Launch { module, export, policy, http_addr, netns, pause: false, cgroup: cgroup_of(spec) })
+    Ok(Launch { module, export, policy, http_addr, netns, pause: false, cgroup: cgroup_of(spec), user: User::of(spec) })
 }
 
 /// The module, the `#func` export and argv from `process.args`. A compat image: args[0] is a file of

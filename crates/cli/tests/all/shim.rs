@@ -575,6 +575,64 @@ fn shim_puts_the_guest_in_the_containers_cgroup_under_its_cpu_limit() {
     s.assert_nothing_left();
 }
 
+/// `process.user` (a pod's runAsUser; ctr 1.6 has no --user, so the container is created over gRPC as
+/// CRI does) is the guest's file access: a guest whose spec says uid 1000 used to read a root-owned 0600
+/// file (every guest had root's access).
+#[test]
+fn shim_gives_the_guest_exactly_the_specs_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+    let s = setup();
+    let dir = scratch();
+    let registry = Registry::start();
+    let (refs, tar) = artifacts_archive(&registry, dir.path(), &[("fs", guests::FS_C)]);
+    ok("ctr images import", s.containerd.ctr(&["images", "import", "--all-platforms", "--no-unpack", tar.to_str().unwrap()]));
+    let host = scratch();
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (name, owner, mode) in [("secret", (0, 0), 0o600), ("mine", (1000, 1000), 0o600), ("group", (0, 1000), 0o640)] {
+        let p = host.path().join(name);
+        std::fs::write(&p, name).unwrap();
+        chown(&p, Some(owner.0), Some(owner.1)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let client = Client::connect(&s.containerd.socket().to_string_lossy(), s.containerd.namespace()).unwrap();
+    let run = |id: &str, user: serde_json::Value, args: &[&str]| {
+        let spec = json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": args, "env": [], "cwd": "/", "user": user},
+            "root": {"path": "rootfs"},
+            "mounts": [{"destination": "/data", "type": "bind", "source": host.path(), "options": ["rbind", "rw"]}],
+            "linux": {},
+        });
+        let container = api::Container {
+            id: id.to_string(),
+            image: refs[0].clone(),
+            runtime: Some(api::Runtime { name: RUNTIME.to_string(), options: None }),
+            spec: Some(api::Any { type_url: SPEC_TYPE_URL.to_string(), value: serde_json::to_vec(&spec).unwrap() }),
+            ..Default::default()
+        };
+        client.create_container(container).unwrap();
+        let out = s.containerd.ctr(&["task", "start", "--fifo-dir", &s.fifo_dir(), id]);
+        let _ = s.containerd.ctr(&["task", "delete", id]);
+        client.delete_container(id).unwrap();
+        (out.status.code(), text(&out.stdout))
+    };
+    let uid1000 = json!({"uid": 1000, "gid": 1000});
+    let (code, out) = run("user-secret", uid1000.clone(), &["fs.wasm", "read", "/data/secret"]);
+    assert_eq!(code, Some(1), "uid 1000 read a root-only file: {out}");
+    assert!(out.contains("denied"), "{out}");
+    assert_eq!(run("user-mine", uid1000.clone(), &["fs.wasm", "read", "/data/mine"]), (Some(0), "ok: mine\n".to_string()));
+    assert_eq!(run("user-group", uid1000.clone(), &["fs.wasm", "read", "/data/group"]).0, Some(0), "the gid's group access");
+    assert_eq!(run("user-other", json!({"uid": 2000, "gid": 2000}), &["fs.wasm", "read", "/data/group"]).0, Some(1));
+    let extra = json!({"uid": 2000, "gid": 2000, "additionalGids": [1000]});
+    assert_eq!(run("user-extra", extra, &["fs.wasm", "read", "/data/group"]).0, Some(0), "a supplementary group's access");
+    // Root keeps root's access; what a guest writes belongs to its user.
+    assert_eq!(run("root-secret", json!({"uid": 0, "gid": 0}), &["fs.wasm", "read", "/data/secret"]).0, Some(0));
+    assert_eq!(run("user-write", uid1000, &["fs.wasm", "write", "/data/made", "x"]).0, Some(0));
+    let made = std::fs::metadata(host.path().join("made")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (1000, 1000));
+    s.assert_nothing_left();
+}
+
 #[test]
 fn shim_maps_the_spec_onto_the_sandbox() {
     let s = setup();
