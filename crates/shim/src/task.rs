@@ -129,6 +129,12 @@ impl TaskService {
                     });
                 }
             }
+            // Whatever the image holds, its device nodes and setuid bits mean nothing to the guest: the
+            // rootfs is mounted nodev and nosuid (a remount of the mount point, whatever its type).
+            if let Err(e) = harden_rootfs(&target, req.rootfs.iter().any(|m| m.options.iter().any(|o| o == "ro"))) {
+                unmount(&target);
+                return Err(e);
+            }
             rootfs_mounted = Some(target);
         }
         // Any failure from here on undoes the rootfs mount.
@@ -459,6 +465,26 @@ fn exit_status(code: i32, signal: u32) -> u32 {
         run::OUT_OF_MEMORY => u32::from(wasmcell_exit::OUT_OF_MEMORY),
         code => u32::from(wasmcell_exit::for_guest(code)),
     }
+}
+
+/// Remounts the rootfs at `target` `nodev,nosuid` (and read-only when it was mounted so): a compat image's
+/// device nodes (containerd, as root, creates them when it unpacks) must never open for the guest.
+fn harden_rootfs(target: &Path, read_only: bool) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(|_| Error::InvalidSpec("a NUL in the bundle path".into()))?;
+    let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NODEV | libc::MS_NOSUID;
+    if read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    // SAFETY: a remount of a path we mounted; every pointer is NUL-terminated or null.
+    let rc = unsafe { libc::mount(std::ptr::null(), path.as_ptr(), std::ptr::null(), flags, std::ptr::null()) };
+    if rc != 0 {
+        return Err(Error::Io {
+            context: format!("cannot remount {} nodev,nosuid", target.display()),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
 }
 
 fn no_exec(exec_id: &str) -> Result<()> {

@@ -53,7 +53,7 @@ fn apps_archive(dir: &Path) -> PathBuf {
         (read(guests::HELLO_C), read(guests::HELLO_COMPONENT), read(guests::EXIT_C), read(guests::SLEEP_C), read(guests::HTTP_HELLO));
     let (env, fs, memhog, entries) = (read(guests::ENV_C), read(guests::FS_C), read(guests::MEMHOG_C), read(guests::ENTRIES_WASM));
     let spin = read(guests::SPIN_WAT);
-    let layer = layout::tar_gz(&[
+    let layer = with_device_node(&[
         ("app/hello.wasm", &hello),
         ("app/hello-component.wasm", &component),
         ("app/exit.wasm", &exit),
@@ -84,6 +84,27 @@ fn apps_archive(dir: &Path) -> PathBuf {
     let saved = dir.join("saved.tar");
     cell.run(&["save", "-o", saved.to_str().unwrap(), IMAGE]).expect_ok();
     saved
+}
+
+/// A gzipped tar of `files` plus `app/random`, a character device 1:9 (the host's /dev/urandom): what a
+/// hostile compat image may carry; containerd, as root, creates it when it unpacks the layer.
+fn with_device_node(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, bytes) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, *bytes).unwrap();
+    }
+    let mut dev = tar::Header::new_gnu();
+    dev.set_entry_type(tar::EntryType::Char);
+    dev.set_device_major(1).unwrap();
+    dev.set_device_minor(9).unwrap();
+    dev.set_mode(0o666);
+    dev.set_size(0);
+    b.append_data(&mut dev, "app/random", &[][..]).unwrap();
+    layout::gzip(&b.into_inner().unwrap())
 }
 
 /// `wasmcell push` of `files` as CNCF Wasm artifacts (`NAME:1` each) to a real registry, then `wasmcell
@@ -572,6 +593,22 @@ fn shim_puts_the_guest_in_the_containers_cgroup_under_its_cpu_limit() {
     ok("ctr containers rm", s.containerd.ctr(&["containers", "rm", "spinner"]));
     assert!(!cg.exists(), "{} left behind", cg.display());
     assert!(!cg.parent().unwrap().exists(), "{} (made for the container) left behind", cg.parent().unwrap().display());
+    s.assert_nothing_left();
+}
+
+/// A device node in the image (here /dev/urandom's 1:9) never opens for the guest: the rootfs is mounted
+/// nodev (it was not, and a guest read random bytes from it; a block device would be the node's disk).
+#[test]
+fn shim_never_opens_a_device_node_from_the_image() {
+    let s = setup();
+    let out = s.run("dev-node", &["/app/fs.wasm", "read", "/app/random"]);
+    assert_eq!(out.status.code(), Some(1), "the guest opened a device node: {}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("denied: /app/random"), "{}", text(&out.stdout));
+    // Refused because it is a device, not because containerd left it out of the rootfs.
+    assert!(!text(&out.stdout).contains("No such file"), "the image's device node is missing: {}", text(&out.stdout));
+    // The rest of the rootfs reads as before.
+    let out = ok("ctr run fs read", s.run("dev-file", &["/app/fs.wasm", "read", "/app/data/in-image.txt"]));
+    assert!(text(&out.stdout).contains("from the image"), "{}", text(&out.stdout));
     s.assert_nothing_left();
 }
 
