@@ -17,6 +17,7 @@
 pub mod cgroup;
 pub mod containerd;
 pub mod error;
+mod events;
 pub mod run;
 pub mod spec;
 pub mod task;

@@ -18,7 +18,6 @@ use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, Ta
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
 use containerd_shim::protos::topics;
-use containerd_shim::protos::ttrpc::context::Context;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 
@@ -29,6 +28,7 @@ use wasmcell_runtime::kv::Stores;
 
 use crate::cgroup::Cgroup;
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::run::{self, Running};
 use crate::spec;
 
@@ -379,48 +379,6 @@ impl TaskService {
         };
         self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event));
         Ok(api::DeleteResponse { pid: std::process::id(), exit_status: code, exited_at: MessageField::some(at), ..Default::default() })
-    }
-}
-
-/// containerd's events (TaskCreate, TaskStart, TaskExit, …), published over its ttrpc API by one thread,
-/// in the order they happened. A task call answers without waiting for containerd to take its event
-/// (about a millisecond a call, measured), as runc's shim does.
-struct Events {
-    queue: Mutex<Option<std::sync::mpsc::Sender<Event>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-/// A topic and its event.
-type Event = (&'static str, Box<dyn MessageDyn>);
-
-impl Events {
-    fn start(publisher: RemotePublisher, namespace: String) -> Option<Events> {
-        let (tx, rx) = std::sync::mpsc::channel::<Event>();
-        let thread = std::thread::Builder::new()
-            .name("events".into())
-            .spawn(move || {
-                for (topic, event) in rx {
-                    if let Err(e) = publisher.publish(Context::default(), topic, &namespace, event) {
-                        log::warn!("failed to publish {topic}: {e}");
-                    }
-                }
-            })
-            .map_err(|e| log::error!("cannot start the events thread: {e}"))
-            .ok()?;
-        Some(Events { queue: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
-    }
-
-    fn send(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
-        if let Some(q) = self.queue.lock().unwrap().as_ref() {
-            let _ = q.send((topic, event));
-        }
-    }
-
-    fn flush(&self) {
-        drop(self.queue.lock().unwrap().take());
-        if let Some(t) = self.thread.lock().unwrap().take() {
-            let _ = t.join();
-        }
     }
 }
 
