@@ -108,9 +108,12 @@ impl SandboxFlags {
 /// file's absolute path; the image's full repository name), so that two different files or images never
 /// share key-value data unless the operator names the same `--app`.
 pub fn default_app(target: &str, is_image: bool) -> String {
-    let (readable, identity) = match (is_image, target.parse::<wasmcell_oci::Reference>()) {
-        (true, Ok(r)) => (format!("{}-{}", r.registry(), r.repository()), format!("{}/{}", r.registry(), r.repository())),
-        _ => {
+    // Parsed only for an image: the reference grammar is a regex whose first use costs tens of
+    // milliseconds, a `run` of a file must not pay it (bench/run-startup).
+    let reference = if is_image { target.parse::<wasmcell_oci::Reference>().ok() } else { None };
+    let (readable, identity) = match reference {
+        Some(r) => (format!("{}-{}", r.registry(), r.repository()), format!("{}/{}", r.registry(), r.repository())),
+        None => {
             let path = std::path::Path::new(target);
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| std::path::absolute(path).unwrap_or(path.to_path_buf()));
