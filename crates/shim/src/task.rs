@@ -116,27 +116,7 @@ impl TaskService {
         }
         let began = std::time::Instant::now();
         let bundle = PathBuf::from(&req.bundle);
-        let mut rootfs_mounted = None;
-        if !req.rootfs.is_empty() {
-            let target = bundle.join("rootfs");
-            std::fs::create_dir_all(&target).map_err(Error::io(format!("cannot create {}", target.display())))?;
-            for m in &req.rootfs {
-                if let Err(e) = containerd_shim::mount::mount_rootfs(Some(m.type_.as_str()), Some(m.source.as_str()), &m.options, &target) {
-                    unmount(&target);
-                    return Err(Error::Io {
-                        context: format!("cannot mount the rootfs at {}", target.display()),
-                        source: std::io::Error::other(e.to_string()),
-                    });
-                }
-            }
-            // Whatever the image holds, its device nodes and setuid bits mean nothing to the guest: the
-            // rootfs is mounted nodev and nosuid (a remount of the mount point, whatever its type).
-            if let Err(e) = harden_rootfs(&target, req.rootfs.iter().any(|m| m.options.iter().any(|o| o == "ro"))) {
-                unmount(&target);
-                return Err(e);
-            }
-            rootfs_mounted = Some(target);
-        }
+        let rootfs_mounted = mount_rootfs(&req.rootfs, &bundle)?;
         // Any failure from here on undoes the rootfs mount.
         let undo = |e: Error| {
             if let Some(t) = &rootfs_mounted {
@@ -423,6 +403,31 @@ fn exit_status(code: i32, signal: u32) -> u32 {
         run::OUT_OF_MEMORY => u32::from(wasmcell_exit::OUT_OF_MEMORY),
         code => u32::from(wasmcell_exit::for_guest(code)),
     }
+}
+
+/// Mounts the create request's rootfs at `BUNDLE/rootfs` (none: `None`), then remounts it nodev and nosuid:
+/// whatever the image holds, its device nodes and setuid bits mean nothing to the guest. A failure leaves
+/// nothing mounted.
+fn mount_rootfs(mounts: &[containerd_shim::protos::types::mount::Mount], bundle: &Path) -> Result<Option<PathBuf>> {
+    if mounts.is_empty() {
+        return Ok(None);
+    }
+    let target = bundle.join("rootfs");
+    std::fs::create_dir_all(&target).map_err(Error::io(format!("cannot create {}", target.display())))?;
+    for m in mounts {
+        if let Err(e) = containerd_shim::mount::mount_rootfs(Some(m.type_.as_str()), Some(m.source.as_str()), &m.options, &target) {
+            unmount(&target);
+            return Err(Error::Io {
+                context: format!("cannot mount the rootfs at {}", target.display()),
+                source: std::io::Error::other(e.to_string()),
+            });
+        }
+    }
+    if let Err(e) = harden_rootfs(&target, mounts.iter().any(|m| m.options.iter().any(|o| o == "ro"))) {
+        unmount(&target);
+        return Err(e);
+    }
+    Ok(Some(target))
 }
 
 /// Remounts the rootfs at `target` `nodev,nosuid` (and read-only when it was mounted so): a compat image's

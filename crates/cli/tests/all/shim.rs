@@ -89,22 +89,15 @@ fn apps_archive(dir: &Path) -> PathBuf {
 /// A gzipped tar of `files` plus `app/random`, a character device 1:9 (the host's /dev/urandom): what a
 /// hostile compat image may carry; containerd, as root, creates it when it unpacks the layer.
 fn with_device_node(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, bytes) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, *bytes).unwrap();
-    }
-    let mut dev = tar::Header::new_gnu();
-    dev.set_entry_type(tar::EntryType::Char);
-    dev.set_device_major(1).unwrap();
-    dev.set_device_minor(9).unwrap();
-    dev.set_mode(0o666);
-    dev.set_size(0);
-    b.append_data(&mut dev, "app/random", &[][..]).unwrap();
-    layout::gzip(&b.into_inner().unwrap())
+    layout::tar_gz_with(files, |b| {
+        let mut dev = tar::Header::new_gnu();
+        dev.set_entry_type(tar::EntryType::Char);
+        dev.set_device_major(1).unwrap();
+        dev.set_device_minor(9).unwrap();
+        dev.set_mode(0o666);
+        dev.set_size(0);
+        b.append_data(&mut dev, "app/random", &[][..]).unwrap();
+    })
 }
 
 /// `wasmcell push` of `files` as CNCF Wasm artifacts (`NAME:1` each) to a real registry, then `wasmcell

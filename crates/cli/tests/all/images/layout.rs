@@ -94,6 +94,11 @@ pub fn compat_config(os: &str, arch: &str, entrypoint: &[&str], env: &[&str]) ->
 
 /// A tar layer of regular files `(path, bytes)`, gzip-compressed.
 pub fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    tar_gz_with(files, |_| {})
+}
+
+/// Like [`tar_gz`], with `more` appending entries of its own (a device node, say) after the files.
+pub fn tar_gz_with(files: &[(&str, &[u8])], more: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (path, bytes) in files {
         let mut h = tar::Header::new_gnu();
@@ -102,6 +107,7 @@ pub fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
         h.set_entry_type(tar::EntryType::Regular);
         b.append_data(&mut h, path, *bytes).unwrap();
     }
+    more(&mut b);
     gzip(&b.into_inner().unwrap())
 }
 
