@@ -93,3 +93,18 @@ fn memory_cap_holds_against_huge_tables() {
     let out = cell.run(&["run", "--memory", "1M", guests::HUGE_TABLES_WAT]);
     out.expect_code(137).expect_error_line("memory limit of 1 MiB");
 }
+
+#[test]
+fn a_module_declaring_too_many_memories_is_refused_in_one_line() {
+    // Each memory reserves address space when it is made: more than 100 are refused before anything
+    // runs (the parser's limit, and the store's limiter behind it), one line, not runnable.
+    let dir = tempfile::tempdir().unwrap();
+    let mut wat = String::from("(module\n");
+    for i in 0..101 {
+        wat.push_str(&format!("  (memory $m{i} 0)\n"));
+    }
+    wat.push_str("  (func (export \"_start\")))\n");
+    let path = dir.path().join("mems.wat");
+    std::fs::write(&path, wat).unwrap();
+    Cell::new().run(&["run", path.to_str().unwrap()]).expect_code(126).expect_error_line("memories count exceeds limit");
+}
