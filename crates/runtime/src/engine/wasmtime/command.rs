@@ -10,7 +10,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::WasmtimeEngine;
 use super::compile::Compiled;
-use super::host::{self, ComponentHost, ComponentImports, ModuleHost, Slicing};
+use super::host::{self, ComponentHost, ComponentImports, Host, ModuleHost, Slicing};
 use super::outcome::{link_error, outcome};
 use crate::Result;
 use crate::engine::{BoxFuture, Guest, Program, StopSignal, not_runnable};
@@ -95,31 +95,43 @@ struct ModuleProgram {
 
 impl Program for ModuleProgram {
     fn create(&self, grants: &Grants, stdio: &Stdio) -> Result<Box<dyn Guest>> {
-        let stop = stop_signal(&self.engine);
         let host = ModuleHost::new(grants.wasi(stdio)?, grants);
+        let run = Run::new(&self.engine, host, grants);
+        Ok(Box::new(ModuleGuest { run, pre: self.pre.clone(), entry: self.entry.clone() }))
+    }
+}
+
+/// What every command guest runs with: its store, how it is stopped, and its memory cap's state.
+struct Run<W: 'static> {
+    store: Store<Host<W>>,
+    stop: StopSignal,
+    hit: Arc<AtomicBool>,
+    limit: Option<u64>,
+}
+
+impl<W: Send + 'static> Run<W> {
+    /// A store for `host` whose code traps at the next epoch tick once the guest is asked to stop.
+    fn new(engine: &wasmtime::Engine, host: Host<W>, grants: &Grants) -> Run<W> {
+        let stop = stop_signal(engine);
         let hit = host.limits.hit_flag();
-        let store = host::new_store(&self.engine, host, Slicing::Until(stop.clone()));
-        let limit = grants.policy().limits.memory;
-        Ok(Box::new(ModuleGuest { store, pre: self.pre.clone(), entry: self.entry.clone(), hit, limit, stop }))
+        let store = host::new_store(engine, host, Slicing::Until(stop.clone()));
+        Run { store, stop, hit, limit: grants.policy().limits.memory }
     }
 }
 
 struct ModuleGuest {
-    store: Store<ModuleHost>,
+    run: Run<wasmtime_wasi::p1::WasiP1Ctx>,
     pre: wasmtime::InstancePre<ModuleHost>,
     entry: Arc<str>,
-    hit: Arc<AtomicBool>,
-    limit: Option<u64>,
-    stop: StopSignal,
 }
 
 impl Guest for ModuleGuest {
     fn stop_signal(&self) -> StopSignal {
-        self.stop.clone()
+        self.run.stop.clone()
     }
 
     fn run(self: Box<Self>) -> BoxFuture<'static, Result<i32>> {
-        let ModuleGuest { mut store, pre, entry, hit, limit, stop: _ } = *self;
+        let ModuleGuest { run: Run { mut store, hit, limit, .. }, pre, entry } = *self;
         Box::pin(async move {
             let result = async {
                 let instance = pre.instantiate_async(&mut store).await?;
@@ -147,30 +159,23 @@ struct ComponentProgram {
 
 impl Program for ComponentProgram {
     fn create(&self, grants: &Grants, stdio: &Stdio) -> Result<Box<dyn Guest>> {
-        let stop = stop_signal(&self.engine);
-        let host = ComponentHost::new(grants, stdio)?;
-        let hit = host.limits.hit_flag();
-        let store = host::new_store(&self.engine, host, Slicing::Until(stop.clone()));
-        let limit = grants.policy().limits.memory;
-        Ok(Box::new(ComponentGuest { store, pre: self.pre.clone(), hit, limit, stop }))
+        let run = Run::new(&self.engine, ComponentHost::new(grants, stdio)?, grants);
+        Ok(Box::new(ComponentGuest { run, pre: self.pre.clone() }))
     }
 }
 
 struct ComponentGuest {
-    store: Store<ComponentHost>,
+    run: Run<super::host::ComponentWasi>,
     pre: CommandPre<ComponentHost>,
-    hit: Arc<AtomicBool>,
-    limit: Option<u64>,
-    stop: StopSignal,
 }
 
 impl Guest for ComponentGuest {
     fn stop_signal(&self) -> StopSignal {
-        self.stop.clone()
+        self.run.stop.clone()
     }
 
     fn run(self: Box<Self>) -> BoxFuture<'static, Result<i32>> {
-        let ComponentGuest { mut store, pre, hit, limit, stop: _ } = *self;
+        let ComponentGuest { run: Run { mut store, hit, limit, .. }, pre } = *self;
         Box::pin(async move {
             let result = async {
                 let command = pre.instantiate_async(&mut store).await?;
