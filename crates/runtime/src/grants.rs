@@ -187,6 +187,12 @@ impl WasiHttpHooks for Outbound {
             Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }
+
+    /// One write's worth of an outgoing body is buffered by the host; bounded like a header map, so
+    /// that a guest's resources hold at most its memory cap (see the engine's `max_resources`).
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        crate::engine::RESOURCE_BYTES
+    }
 }
 
 #[cfg(test)]

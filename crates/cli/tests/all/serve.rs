@@ -438,3 +438,93 @@ fn a_slow_request_body_counts_against_the_wagi_timeout() {
     let n = slow.read(&mut answer).unwrap_or(0);
     assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 504"), "{:?}", String::from_utf8_lossy(&answer[..n]));
 }
+
+/// `kB` of a `/proc/PID/status` line (`VmRSS`, `VmHWM`).
+fn status_kib(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap()
+}
+
+/// Healthy requests answered (all 200, or it panics) by `clients` threads in `window`.
+fn healthy_rate(addr: &str, clients: usize, window: Duration) -> f64 {
+    let counts: Vec<_> = (0..clients)
+        .map(|_| {
+            let addr = addr.to_string();
+            std::thread::spawn(move || {
+                let (start, mut n) = (Instant::now(), 0u32);
+                while start.elapsed() < window {
+                    let r = http_request(&addr, "GET", "/", &[], b"").unwrap();
+                    assert_eq!(r.status, 200, "a healthy request failed: {}", r.text());
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    counts.into_iter().map(|c| c.join().unwrap()).sum::<u32>() as f64 / window.as_secs_f64()
+}
+
+/// Eight connections of looping, trapping and memory-hogging requests beside healthy ones on the same
+/// server. Spinning guests yielded at every epoch tick, yet starved the healthy ones (3% of their
+/// rate; wasmtime's own yield wakes at once and tokio polls sockets only every 61 task polls). Now
+/// they yield behind the sockets and take turns in the slow lane (engine/wasmtime/pacing.rs).
+#[test]
+fn healthy_requests_keep_their_pace_beside_spinning_trapping_and_memhog_ones() {
+    let s = Served::start(guests::HTTP_MIXED, &["--timeout", "1s", "--memory", "64M"]);
+    let window = Duration::from_secs(3);
+    healthy_rate(&s.addr, 2, Duration::from_millis(500)); // warm
+    let baseline = healthy_rate(&s.addr, 2, window);
+    let rss_before = status_kib(s.pid(), "VmRSS");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hostile: Vec<_> = (0..8)
+        .map(|i| {
+            let (addr, stop) = (s.addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                for path in ["/spin", "/trap", "/memhog"].iter().cycle().skip(i % 3) {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = http_request(&addr, "GET", path, &[], b"");
+                    statuses.push((*path, r.map(|r| r.status).map_err(|e| e.to_string())));
+                }
+                statuses
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let under_load = healthy_rate(&s.addr, 2, window);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hostile {
+        for (path, status) in h.join().unwrap() {
+            // A memory hog that is still short of its cap at the deadline times out.
+            let want: &[u16] = match path {
+                "/spin" => &[504],
+                "/trap" => &[500],
+                _ => &[500, 504],
+            };
+            assert!(status.as_ref().is_ok_and(|s| want.contains(s)), "{path}: {status:?}");
+        }
+    }
+    let share = under_load / baseline;
+    eprintln!("healthy: {baseline:.0} req/s alone, {under_load:.0} req/s beside 8 hostile connections ({:.0}%)", 100.0 * share);
+    // bench/soak measures the real target (>= 80%, release build, wrk); a debug build sharing the
+    // machine with other tests gets a margin. Before the fix this was 3%.
+    assert!(share >= 0.4, "healthy requests kept {:.0}% of their rate", 100.0 * share);
+    let rss_after = status_kib(s.pid(), "VmRSS");
+    assert!(rss_after < rss_before + (128 << 10), "RSS grew from {rss_before} to {rss_after} kB");
+}
+
+/// Header maps are host memory a guest makes through wasi:http, outside its linear memory: 100,000
+/// resources of up to 128 KiB each were 12.8 GB under `--memory 64M`. Each map now holds at most
+/// 64 KiB and the table as many as fit in the cap, so the guest traps with the host near its cap.
+#[test]
+fn header_maps_count_against_the_memory_cap() {
+    let s = Served::start(guests::HTTP_MIXED, &["--memory", "64M", "--timeout", "60s"]);
+    let r = s.get("/headers");
+    assert_eq!(r.status, 500, "the guest filled header maps to the end: {}", r.text());
+    let hwm = status_kib(s.pid(), "VmHWM");
+    assert!(hwm < 400 << 10, "serve's peak RSS was {} MiB for one request under --memory 64M", hwm >> 10);
+    assert_eq!(s.get("/").status, 200, "the server goes on");
+}

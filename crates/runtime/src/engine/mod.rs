@@ -23,6 +23,7 @@ use crate::{Error, Result};
 
 mod wasmtime;
 
+pub(crate) use self::wasmtime::RESOURCE_BYTES;
 pub use self::wasmtime::{Allocator, EngineOptions, PoolOptions, WasmtimeEngine};
 
 /// A boxed future, as the object-safe traits below return them.

@@ -11,8 +11,9 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::limits::{MAX_RESOURCES, MemoryLimiter};
+use super::limits::{MemoryLimiter, RESOURCE_BYTES, max_resources};
 use super::outcome::engine_err;
+use super::pacing::Pace;
 use crate::Result;
 use crate::engine::StopSignal;
 use crate::grants::{Grants, Outbound};
@@ -51,8 +52,10 @@ impl ComponentHost {
     pub(crate) fn new(grants: &Grants, stdio: &Stdio) -> Result<ComponentHost> {
         let mut table = ResourceTable::new();
         // Every resource a guest holds (a stream, a header map, a request) costs the host memory.
-        table.set_max_capacity(MAX_RESOURCES);
-        let wasi = ComponentWasi { ctx: grants.wasi(stdio)?.build(), table, http: WasiHttpCtx::new(), outbound: grants.outbound_http() };
+        table.set_max_capacity(max_resources(grants.policy()));
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(RESOURCE_BYTES);
+        let wasi = ComponentWasi { ctx: grants.wasi(stdio)?.build(), table, http, outbound: grants.outbound_http() };
         Ok(Host { wasi, kv: grants.kv(), limits: MemoryLimiter::new(grants.policy()) })
     }
 
@@ -107,7 +110,8 @@ pub(crate) fn component_linker(engine: &wasmtime::Engine, imports: ComponentImpo
 pub(crate) enum Slicing {
     /// Trap at the next epoch tick once `stop` is requested (commands: `wasmcell run`, the shim).
     Until(StopSignal),
-    /// Yield to the event loop at every epoch tick (requests: their deadline is a tokio timer).
+    /// Yield to the event loop at every epoch tick, young requests before old ones (requests: their
+    /// deadline is a tokio timer; see `pacing`).
     Yield,
 }
 
@@ -121,7 +125,10 @@ pub(crate) fn new_store<W: Send + 'static>(engine: &wasmtime::Engine, host: Host
             Ok(if stop.requested().is_some() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
         }),
         // A spinning guest shares the threads and its deadline can fire.
-        Slicing::Yield => store.epoch_deadline_async_yield_and_update(1),
+        Slicing::Yield => {
+            let mut pace = Pace::start();
+            store.epoch_deadline_callback(move |_| Ok(UpdateDeadline::YieldCustom(1, pace.next_slice())))
+        }
     }
     store
 }

@@ -21,8 +21,24 @@ pub(crate) const MAX_INSTANCES: usize = 1000;
 pub(crate) const MAX_MEMORIES: usize = 100;
 /// Tables a store may create.
 pub(crate) const MAX_TABLES: usize = 1000;
-/// Resources (handles: streams, fields, requests, buckets) a guest may hold in the host's table at once.
+/// Resources (handles: streams, fields, requests, buckets) a guest may hold in the host's table at once,
+/// at most; under a memory cap, fewer (see [`max_resources`]).
 pub(crate) const MAX_RESOURCES: usize = 100_000;
+/// Resources a guest may always hold, whatever its memory cap (as `ulimit -n` is 1024).
+pub(crate) const MIN_RESOURCES: usize = 1024;
+/// The most host memory one resource can hold: a header map (wasi:http `fields`) and an outgoing body's
+/// buffer are each bounded to this.
+pub(crate) const RESOURCE_BYTES: usize = 64 << 10;
+
+/// How many resources a guest under `policy` may hold: host memory held for it through them stays
+/// within its memory cap (or [`MIN_RESOURCES`] × [`RESOURCE_BYTES`], 64 MiB, if that is larger). Without
+/// this, 100,000 full header maps were 12.8 GB of host memory under `--memory 64M`.
+pub(crate) fn max_resources(policy: &SandboxPolicy) -> usize {
+    match policy.limits.memory {
+        Some(cap) => (usize::try_from(cap).unwrap_or(usize::MAX) / RESOURCE_BYTES).clamp(MIN_RESOURCES, MAX_RESOURCES),
+        None => MAX_RESOURCES,
+    }
+}
 
 /// Bounds a store's memories and tables together and remembers whether the bound was hit.
 pub(crate) struct MemoryLimiter {
@@ -91,6 +107,20 @@ mod tests {
         let mut p = SandboxPolicy::default();
         p.limits.memory = Some(bytes);
         MemoryLimiter::new(&p)
+    }
+
+    #[test]
+    fn the_resource_table_holds_no_more_host_memory_than_the_cap() {
+        let with = |cap: Option<u64>| {
+            let mut p = SandboxPolicy::default();
+            p.limits.memory = cap;
+            max_resources(&p)
+        };
+        assert_eq!(with(Some(64 << 20)), 1024);
+        assert_eq!(with(Some(4 << 30)), 65_536);
+        assert_eq!(with(Some(1 << 20)), MIN_RESOURCES, "a tiny cap still leaves ulimit -n's worth");
+        assert_eq!(with(Some(u64::MAX)), MAX_RESOURCES);
+        assert_eq!(with(None), MAX_RESOURCES);
     }
 
     #[test]

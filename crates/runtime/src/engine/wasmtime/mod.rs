@@ -27,8 +27,11 @@ mod host;
 mod http;
 mod limits;
 mod outcome;
+mod pacing;
 mod pool;
 mod wagi;
+
+pub(crate) use limits::RESOURCE_BYTES;
 
 /// Engine-wide settings (they shape compiled code or every store).
 #[derive(Clone, Debug, Default)]
@@ -136,7 +139,7 @@ impl Engine for WasmtimeEngine {
                 while let Some(engine) = ticker.upgrade() {
                     engine.increment_epoch();
                     drop(engine);
-                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    std::thread::sleep(pacing::SLICE);
                 }
             })
             .map(|_| ())
