@@ -327,14 +327,9 @@ fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
             }
             let options = after.nth(1)?;
             let controllers: Vec<String> = options.split(',').filter(|o| CONTROLLERS.contains(o)).map(str::to_string).collect();
-            (!controllers.is_empty()).then(|| Hierarchy { mount: PathBuf::from(unescape(mount)), controllers })
+            (!controllers.is_empty()).then(|| Hierarchy { mount: PathBuf::from(crate::mounts::unescape(mount)), controllers })
         })
         .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
 /// The shim's own cgroup per v1 controller (`/proc/self/cgroup`).

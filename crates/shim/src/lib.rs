@@ -18,6 +18,7 @@ pub mod cgroup;
 pub mod containerd;
 pub mod error;
 mod events;
+mod mounts;
 pub mod run;
 pub mod spec;
 pub mod task;
@@ -162,11 +163,11 @@ fn detach() {
     }
 }
 
-/// `delete`: containerd's clean-up after a shim died: undo the rootfs mount of the bundle (the cwd) and
+/// `delete`: containerd's clean-up after a shim died: undo the shim's mounts in the bundle (the cwd) and
 /// remove the container's cgroup.
 fn delete() -> containerd_shim::Result<()> {
     if let Ok(cwd) = std::env::current_dir() {
-        task::unmount(&cwd.join("rootfs"));
+        mounts::undo_in(&cwd);
         if let Some(cg) = spec::cgroup_in(&cwd).as_ref().and_then(cgroup::Cgroup::of_dead_shim) {
             cg.remove();
         }

@@ -5,8 +5,9 @@
 //! shim's pid, `kill` goes through the runtime's stop signal (SIGKILL stops at once; SIGTERM stops a
 //! command guest and drains an HTTP server), `wait` returns the exit code the runtime reports (128 + the
 //! signal for a killed guest, as for a native process). The guest's stdout and stderr are containerd's
-//! fifos. Nothing outlives the shim: the rootfs mount containerd asked for is undone and the container's
-//! cgroup removed on delete, and the shim exits once containerd shuts it down.
+//! fifos. Nothing outlives the shim: the rootfs mount containerd asked for and the guest's private binds
+//! (`mounts`) are undone and the container's cgroup removed on delete, and the shim exits once
+//! containerd shuts it down.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use wasmcell_runtime::kv::Stores;
 use crate::cgroup::Cgroup;
 use crate::error::{Error, Result};
 use crate::events::Events;
+use crate::mounts::{self, Mounted};
 use crate::run::{self, Running};
 use crate::spec;
 
@@ -52,8 +54,9 @@ struct Container {
     bundle: PathBuf,
     stdout: String,
     stderr: String,
-    /// Mounted by us from the create request's rootfs; unmounted when the guest ends (or on delete).
-    rootfs_mounted: Mutex<Option<PathBuf>>,
+    /// What the shim mounted (the rootfs, the guest's private nodev binds); undone when the guest ends
+    /// (or on delete).
+    mounted: Mutex<Mounted>,
     /// The container's cgroup, which the guest's threads join; removed on delete.
     cgroup: Option<Arc<Cgroup>>,
     state: Mutex<State>,
@@ -67,13 +70,10 @@ struct Container {
 }
 
 impl Container {
-    /// Unmounts the rootfs the shim mounted, once; a concurrent caller waits until it is done (delete
-    /// must not answer while it is still mounted: containerd then removes the bundle).
+    /// Unmounts what the shim mounted, once; a concurrent caller waits until it is done (delete must not
+    /// answer while anything is still mounted: containerd then removes the bundle).
     fn unmount_rootfs(&self) {
-        let mut mounted = self.rootfs_mounted.lock().unwrap();
-        if let Some(t) = mounted.take() {
-            unmount(&t);
-        }
+        self.mounted.lock().unwrap().undo();
     }
 }
 
@@ -116,45 +116,14 @@ impl TaskService {
         }
         let began = std::time::Instant::now();
         let bundle = PathBuf::from(&req.bundle);
-        let rootfs_mounted = mount_rootfs(&req.rootfs, &bundle)?;
-        // Any failure from here on undoes the rootfs mount.
-        let undo = |e: Error| {
-            if let Some(t) = &rootfs_mounted {
-                unmount(t);
-            }
-            e
-        };
-        let mut fifos = Vec::new();
-        for p in [&req.stdout, &req.stderr].into_iter().filter(|p| !p.is_empty()) {
-            let f = std::fs::OpenOptions::new().read(true).write(true).open(p);
-            fifos.push(f.map_err(|e| undo(Error::Io { context: format!("cannot open {p}"), source: e }))?);
+        let mut mounted = Mounted::default();
+        let container = self.create_mounted(req, bundle, began, &mut mounted);
+        if container.is_err() {
+            mounted.undo(); // any failure undoes what was mounted
         }
-        let mounted = began.elapsed();
-        let mut image = |rootfs: &Path, module: Option<&str>| self.image_launch(&req.id, rootfs, module, &bundle);
-        let launch = spec::load(&bundle, &mut image).map_err(undo)?;
-        let cgroup = launch.cgroup.as_ref().map(Cgroup::create).transpose().map_err(undo)?.flatten().map(Arc::new);
-        let stores = self.stores.clone();
-        let preparing =
-            std::thread::Builder::new().name("wasmcell-prepare".into()).spawn(move || run::prepare(launch, &stores)).map_err(|e| {
-                if let Some(cg) = &cgroup {
-                    cg.remove();
-                }
-                undo(Error::io("failed to spawn the thread preparing the guest")(e))
-            })?;
-        let container = Arc::new(Container {
-            id: req.id.clone(),
-            bundle,
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            rootfs_mounted: Mutex::new(rootfs_mounted),
-            cgroup,
-            state: Mutex::new(State::Created(Some(preparing))),
-            changed: Condvar::new(),
-            signal: AtomicU32::new(0),
-            fifos: Mutex::new(fifos),
-        });
+        let container = container?;
+        *container.mounted.lock().unwrap() = mounted;
         self.containers.lock().unwrap().insert(req.id.clone(), container);
-        log::debug!("create {}: rootfs and fifos {:?}, spec {:?}", req.id, mounted, began.elapsed() - mounted);
         let event = TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -171,6 +140,49 @@ impl TaskService {
         };
         self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event));
         Ok(api::CreateTaskResponse { pid: std::process::id(), ..Default::default() })
+    }
+
+    /// The container of `req`: its rootfs and the guest's directories mounted (into `mounted`, which the
+    /// caller undoes on failure), its fifos open, its spec read, its guest being prepared.
+    fn create_mounted(
+        &self,
+        req: &api::CreateTaskRequest,
+        bundle: PathBuf,
+        began: std::time::Instant,
+        mounted: &mut Mounted,
+    ) -> Result<Arc<Container>> {
+        mounts::mount_rootfs(&req.rootfs, &bundle, mounted)?;
+        let mut fifos = Vec::new();
+        for p in [&req.stdout, &req.stderr].into_iter().filter(|p| !p.is_empty()) {
+            let f = std::fs::OpenOptions::new().read(true).write(true).open(p);
+            fifos.push(f.map_err(|e| Error::Io { context: format!("cannot open {p}"), source: e })?);
+        }
+        let opened = began.elapsed();
+        let mut image = |rootfs: &Path, module: Option<&str>| self.image_launch(&req.id, rootfs, module, &bundle);
+        let mut launch = spec::load(&bundle, &mut image)?;
+        mounts::harden_preopens(&mut launch.policy, &bundle, mounted)?;
+        let cgroup = launch.cgroup.as_ref().map(Cgroup::create).transpose()?.flatten().map(Arc::new);
+        let stores = self.stores.clone();
+        let preparing =
+            std::thread::Builder::new().name("wasmcell-prepare".into()).spawn(move || run::prepare(launch, &stores)).map_err(|e| {
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                Error::io("failed to spawn the thread preparing the guest")(e)
+            })?;
+        log::debug!("create {}: rootfs and fifos {:?}, spec and mounts {:?}", req.id, opened, began.elapsed() - opened);
+        Ok(Arc::new(Container {
+            id: req.id.clone(),
+            bundle,
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            mounted: Mutex::new(Mounted::default()),
+            cgroup,
+            state: Mutex::new(State::Created(Some(preparing))),
+            changed: Condvar::new(),
+            signal: AtomicU32::new(0),
+            fifos: Mutex::new(fifos),
+        }))
     }
 
     fn start_task(&self, req: &api::StartRequest) -> Result<api::StartResponse> {
@@ -408,48 +420,6 @@ fn exit_status(code: i32, signal: u32) -> u32 {
 /// Mounts the create request's rootfs at `BUNDLE/rootfs` (none: `None`), then remounts it nodev and nosuid:
 /// whatever the image holds, its device nodes and setuid bits mean nothing to the guest. A failure leaves
 /// nothing mounted.
-fn mount_rootfs(mounts: &[containerd_shim::protos::types::mount::Mount], bundle: &Path) -> Result<Option<PathBuf>> {
-    if mounts.is_empty() {
-        return Ok(None);
-    }
-    let target = bundle.join("rootfs");
-    std::fs::create_dir_all(&target).map_err(Error::io(format!("cannot create {}", target.display())))?;
-    for m in mounts {
-        if let Err(e) = containerd_shim::mount::mount_rootfs(Some(m.type_.as_str()), Some(m.source.as_str()), &m.options, &target) {
-            unmount(&target);
-            return Err(Error::Io {
-                context: format!("cannot mount the rootfs at {}", target.display()),
-                source: std::io::Error::other(e.to_string()),
-            });
-        }
-    }
-    if let Err(e) = harden_rootfs(&target, mounts.iter().any(|m| m.options.iter().any(|o| o == "ro"))) {
-        unmount(&target);
-        return Err(e);
-    }
-    Ok(Some(target))
-}
-
-/// Remounts the rootfs at `target` `nodev,nosuid` (and read-only when it was mounted so): a compat image's
-/// device nodes (containerd, as root, creates them when it unpacks) must never open for the guest.
-fn harden_rootfs(target: &Path, read_only: bool) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(|_| Error::InvalidSpec("a NUL in the bundle path".into()))?;
-    let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NODEV | libc::MS_NOSUID;
-    if read_only {
-        flags |= libc::MS_RDONLY;
-    }
-    // SAFETY: a remount of a path we mounted; every pointer is NUL-terminated or null.
-    let rc = unsafe { libc::mount(std::ptr::null(), path.as_ptr(), std::ptr::null(), flags, std::ptr::null()) };
-    if rc != 0 {
-        return Err(Error::Io {
-            context: format!("cannot remount {} nodev,nosuid", target.display()),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(())
-}
-
 fn no_exec(exec_id: &str) -> Result<()> {
     if exec_id.is_empty() { Ok(()) } else { Err(Error::Unimplemented("exec")) }
 }
@@ -461,15 +431,6 @@ fn non_empty(s: &str) -> Option<PathBuf> {
 pub(crate) fn now() -> Timestamp {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() }
-}
-
-/// Lazily unmounts everything at or under `target`.
-pub(crate) fn unmount(target: &Path) {
-    if let Some(t) = target.to_str()
-        && let Err(e) = containerd_shim::mount::umount_recursive(Some(t), libc::MNT_DETACH)
-    {
-        log::warn!("failed to unmount {t}: {e}");
-    }
 }
 
 impl containerd_shim::Task for TaskService {

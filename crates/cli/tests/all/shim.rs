@@ -605,6 +605,56 @@ fn shim_never_opens_a_device_node_from_the_image() {
     s.assert_nothing_left();
 }
 
+/// Makes `path` a character device 1:9 (the host's /dev/urandom) and checks that the host itself reads
+/// it, so that a guest's denial is the shim's doing and not a `nodev` file system under the test.
+fn host_random_device(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mknod(2) with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 9)) }, 0, "mknod {}", path.display());
+    let mut bytes = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .unwrap_or_else(|e| panic!("the host cannot read {}: {e}", path.display()));
+}
+
+/// A device node in a bind-mounted host directory (here 1:9, /dev/urandom's; `/dev` itself or a disk's
+/// mount would be worse), and one in a file system mounted below it (an rbind brings submounts along),
+/// never open for the guest: it gets a private `nodev,nosuid` bind of each. Before, a spec's bind mount
+/// was preopened as it was and only the rootfs was `nodev`.
+#[test]
+fn shim_never_opens_a_device_node_under_a_bind_mount() {
+    let s = setup();
+    let host = scratch();
+    std::fs::write(host.path().join("note.txt"), "from the host\n").unwrap();
+    host_random_device(&host.path().join("random"));
+    let sub = host.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let status = Command::new("mount").args(["-t", "tmpfs", "tmpfs", sub.to_str().unwrap()]).status().unwrap();
+    assert!(status.success(), "mount tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _sub = Unmount(sub.clone());
+    host_random_device(&sub.join("random"));
+
+    let mount = format!("type=bind,src={},dst=/data,options=rbind:rw", host.path().display());
+    for (id, file) in [("bind-dev", "/data/random"), ("bind-subdev", "/data/sub/random")] {
+        let out = s.run_with(id, &["--mount", &mount], &["/app/fs.wasm", "read", file]);
+        assert_eq!(out.status.code(), Some(1), "the guest opened {file}: {}", text(&out.stdout));
+        assert!(text(&out.stdout).contains(&format!("denied: {file}")), "{}", text(&out.stdout));
+    }
+    // The directory itself is there, read and write.
+    let out = ok("ctr run bind read", s.run_with("bind-file", &["--mount", &mount], &["/app/fs.wasm", "read", "/data/note.txt"]));
+    assert!(text(&out.stdout).contains("from the host"), "{}", text(&out.stdout));
+    ok("ctr run bind write", s.run_with("bind-write", &["--mount", &mount], &["/app/fs.wasm", "write", "/data/sub/new.txt", "x"]));
+    assert_eq!(std::fs::read_to_string(sub.join("new.txt")).unwrap(), "x", "written through the submount");
+    s.assert_nothing_left();
+}
+
 /// `process.user` (a pod's runAsUser; ctr 1.6 has no --user, so the container is created over gRPC as
 /// CRI does) is the guest's file access: a guest whose spec says uid 1000 used to read a root-owned 0600
 /// file (every guest had root's access).
