@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use wasmparser::{ComponentExternalKind, ComponentTypeRef, ExternalKind, Parser, Payload, TypeRef};
+use wasmparser::{ComponentExternalKind, ComponentTypeRef, ExternalKind, Parser, Payload, TypeRef, Validator, WasmFeatures};
 
 use crate::{Error, Result};
 
@@ -84,8 +84,42 @@ pub struct WasmInfo {
     pub wasi: String,
     pub size: usize,
     pub sha256: String,
+    /// The post-MVP proposals the binary uses (Wasm 2.0 and 3.0, and the component model's async),
+    /// by their proposal names: `gc`, `exceptions`, `tail-call`, `memory64`, ...
+    pub proposals: Vec<&'static str>,
     pub imports: Vec<Item>,
     pub exports: Vec<Item>,
+}
+
+/// The proposals [`proposals`] looks for.
+const PROPOSALS: &[(&str, WasmFeatures)] = &[
+    ("mutable-global", WasmFeatures::MUTABLE_GLOBAL),
+    ("sign-extension", WasmFeatures::SIGN_EXTENSION),
+    ("saturating-float-to-int", WasmFeatures::SATURATING_FLOAT_TO_INT),
+    ("multi-value", WasmFeatures::MULTI_VALUE),
+    ("reference-types", WasmFeatures::REFERENCE_TYPES),
+    ("bulk-memory", WasmFeatures::BULK_MEMORY),
+    ("simd", WasmFeatures::SIMD),
+    ("relaxed-simd", WasmFeatures::RELAXED_SIMD),
+    ("extended-const", WasmFeatures::EXTENDED_CONST),
+    ("tail-call", WasmFeatures::TAIL_CALL),
+    ("function-references", WasmFeatures::FUNCTION_REFERENCES),
+    ("gc", WasmFeatures::GC.union(WasmFeatures::GC_TYPES)),
+    ("exceptions", WasmFeatures::EXCEPTIONS),
+    ("memory64", WasmFeatures::MEMORY64),
+    ("multi-memory", WasmFeatures::MULTI_MEMORY),
+    ("threads", WasmFeatures::THREADS),
+    ("component-model-async", WasmFeatures::CM_ASYNC),
+];
+
+/// The proposals `bytes` uses: those the validator cannot do without (the binary validates with every
+/// feature on, and not with that one off). A binary that does not validate at all uses none.
+pub fn proposals(bytes: &[u8]) -> Vec<&'static str> {
+    let valid = |features: WasmFeatures| Validator::new_with_features(features).validate_all(bytes).is_ok();
+    if !valid(WasmFeatures::all()) {
+        return Vec::new();
+    }
+    PROPOSALS.iter().filter(|(_, f)| !valid(WasmFeatures::all().difference(*f))).map(|(name, _)| *name).collect()
 }
 
 /// One import or export: `module::name` for core modules, the interface or function name for
@@ -136,7 +170,8 @@ pub fn inspect(bytes: &[u8]) -> Result<WasmInfo> {
         }
     }
     let wasi = wasi_version(kind, &imports, &exports);
-    Ok(WasmInfo { kind, wasi, size: bytes.len(), sha256: hex::encode(Sha256::digest(bytes)), imports, exports })
+    let proposals = proposals(bytes);
+    Ok(WasmInfo { kind, wasi, size: bytes.len(), sha256: hex::encode(Sha256::digest(bytes)), proposals, imports, exports })
 }
 
 fn wasi_version(kind: WasmKind, imports: &[Item], exports: &[Item]) -> String {

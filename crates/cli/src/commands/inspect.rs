@@ -53,6 +53,8 @@ impl InspectCommand {
                 writeln!(out, "wasi:     {}", info.wasi)?;
                 writeln!(out, "size:     {} bytes", info.size)?;
                 writeln!(out, "sha256:   {}", info.sha256)?;
+                let proposals = if info.proposals.is_empty() { "none (MVP)".to_string() } else { info.proposals.join(", ") };
+                writeln!(out, "uses:     {proposals}")?;
                 writeln!(out, "imports:  {}", info.imports.len())?;
                 for i in &info.imports {
                     writeln!(out, "  {:<9} {}", i.kind, i.name)?;

@@ -12,6 +12,7 @@ mod serve;
 mod serve_toolchains;
 mod services;
 mod shim;
+mod wasm3;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
