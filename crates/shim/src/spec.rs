@@ -204,6 +204,9 @@ fn cgroup_of(spec: &Spec) -> Option<CgroupSpec> {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
