@@ -100,17 +100,16 @@ fn grants_only_the_spec(launch: &Launch, spec: &Spec, bundle: &Path, has_image: 
     prop_assert_eq!(p.limits.memory, memory.filter(|m| *m > 0).map(|m| m as u64));
 
     let args = process.args().clone().unwrap_or_default();
-    match args.first().filter(|a| !a.is_empty()) {
-        Some(first) => {
-            let file = first.split_once('#').map_or(first.as_str(), |(f, _)| f);
-            let expected: Vec<String> = std::iter::once(file.to_string()).chain(args[1..].iter().cloned()).collect();
-            prop_assert_eq!(&p.args, &expected);
-        }
-        None => {
-            prop_assert!(has_image, "no args and no image, yet it runs");
-            prop_assert_eq!(&p.args, &vec!["app.wasm".to_string(), "--flag".to_string()]);
-        }
-    }
+    let first = args.first().map_or("", |a| a.split_once('#').map_or(a.as_str(), |(f, _)| f));
+    let expected: Vec<String> = if !first.is_empty() {
+        std::iter::once(first.to_string()).chain(args.iter().skip(1).cloned()).collect()
+    } else {
+        // No module named: the image's argv[0], then the spec's other args, or else the image's defaults.
+        prop_assert!(has_image, "no module named and no image, yet it runs");
+        let rest = if args.len() > 1 { args[1..].to_vec() } else { vec!["--flag".to_string()] };
+        std::iter::once("app.wasm".to_string()).chain(rest).collect()
+    };
+    prop_assert_eq!(&p.args, &expected, "args are the spec's (or the image's when the spec names no module)");
     let root = spec.root().as_ref().expect("a root");
     let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
     let real_rootfs = rootfs.canonicalize().ok();
