@@ -118,8 +118,23 @@ pub struct Mount {
 #[error("{0}")]
 pub struct ParseError(String);
 
+/// The longest message, in characters: a message quotes what was typed, which may be any length.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// A message quoting the user's input, made one line (control characters and line separators escaped,
+/// `\n`) and bounded (a long one keeps its start and its end, where the reason is).
 fn bad(msg: impl Into<String>) -> ParseError {
-    ParseError(msg.into())
+    let escaped: Vec<char> = msg
+        .into()
+        .chars()
+        .flat_map(|c| if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') { c.escape_debug().collect() } else { vec![c] })
+        .collect();
+    let keep = MAX_MESSAGE_CHARS / 2;
+    if escaped.len() <= MAX_MESSAGE_CHARS {
+        return ParseError(escaped.into_iter().collect());
+    }
+    let (start, end) = (&escaped[..keep], &escaped[escaped.len() - keep..]);
+    ParseError(start.iter().chain(['…'].iter()).chain(end).collect())
 }
 
 impl Mount {
@@ -425,7 +440,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
         return Err(err());
     }
-    Ok(Duration::from_secs_f64(secs))
+    // Under a nanosecond (`0.0000001ms`) is positive but rounds to a zero duration: refused like `0s`.
+    let d = Duration::from_secs_f64(secs);
+    if d.is_zero() {
+        return Err(err());
+    }
+    Ok(d)
 }
 
 /// Checks an environment entry: a non-empty key without `=` or NUL, a value without NUL.
@@ -491,7 +511,16 @@ mod tests {
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("3m").unwrap(), Duration::from_secs(180));
         assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("0.0000001ms").is_err(), "positive, but a zero Duration");
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn messages_are_one_bounded_line() {
+        let e = Mount::parse_volume("a\nb").unwrap_err().to_string();
+        assert_eq!(e, r"invalid volume `a\nb`: expected HOST:GUEST[:ro|:rw]");
+        let e = parse_size(&format!("{}x", "9".repeat(5000))).unwrap_err().to_string();
+        assert!(e.chars().count() <= MAX_MESSAGE_CHARS + 1 && e.ends_with("optional K, M or G suffix"), "{e}");
     }
 
     #[test]

@@ -1,25 +1,27 @@
-//! The shim's typed error, and the one place where errors become ttrpc statuses.
+//! The shim's typed error, and the one place where errors become ttrpc statuses. What a message quotes
+//! (a spec's field, a path, an id) passes through the images crate's `shown`: one line, bounded length.
 
 use containerd_shim::protos::ttrpc;
+use wasmcell_oci::error::shown;
 
 /// What can go wrong while serving containerd.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// containerd asked about a container or process this shim does not have.
-    #[error("{0}: no such container")]
+    #[error("{}: no such container", shown(.0))]
     NotFound(String),
 
     /// A container with this id already exists in this shim.
-    #[error("{0}: container already exists")]
+    #[error("{}: container already exists", shown(.0))]
     AlreadyExists(String),
 
     /// The request does not fit the container's state (start twice, delete while running).
-    #[error("{0}")]
+    #[error("{}", shown(.0))]
     FailedPrecondition(String),
 
     /// The bundle or its OCI runtime spec asks for something the shim does not support or that is
     /// malformed (no args, a missing module, an unsupported mount).
-    #[error("{0}")]
+    #[error("{}", shown(.0))]
     InvalidSpec(String),
 
     /// The request itself is unsupported (exec, checkpoint, pause).
@@ -27,7 +29,7 @@ pub enum Error {
     Unimplemented(&'static str),
 
     /// containerd's own API failed (reading the image of a wasm-layer container).
-    #[error("containerd: {0}")]
+    #[error("containerd: {}", shown(.0))]
     Containerd(String),
 
     /// The runtime refused or failed (not runnable, bad policy, trap at start).
@@ -35,7 +37,7 @@ pub enum Error {
     Runtime(#[from] wasmcell_runtime::Error),
 
     /// A host I/O error with what was being done.
-    #[error("{context}: {source}")]
+    #[error("{}: {}", shown(context), shown(&source.to_string()))]
     Io {
         context: String,
         #[source]

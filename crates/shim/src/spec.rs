@@ -129,7 +129,12 @@ fn module_and_args(args: &[String], rootfs: &Path, image: ImageSource<'_>) -> Re
         return Ok((module, export, given()));
     }
     match image(rootfs, (!file.is_empty()).then_some(file.as_str()))? {
-        Some(l) if file.is_empty() => Ok((l.wasm, export, std::iter::once(l.argv0).chain(l.default_args).collect())),
+        // No module named (no args, or an empty args[0]): the image's argv[0], then the spec's other args if
+        // it gives any, else the image's default args.
+        Some(l) if file.is_empty() => {
+            let rest = if args.len() > 1 { args[1..].to_vec() } else { l.default_args };
+            Ok((l.wasm, export, std::iter::once(l.argv0).chain(rest).collect()))
+        }
         Some(l) => Ok((l.wasm, export, given())),
         None if file.is_empty() => {
             Err(Error::InvalidSpec("the process has no args: args[0] must name the wasm module inside the image".into()))
@@ -202,6 +207,9 @@ fn cgroup_of(spec: &Spec) -> Option<CgroupSpec> {
     };
     Some(CgroupSpec { path, cpu })
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -354,5 +362,19 @@ mod tests {
         let l = load(b.path(), &mut source).unwrap();
         assert_eq!(l.policy.args, ["app.wasm", "--flag"]);
         assert!(!l.policy.env.iter().any(|(k, _)| k == "IGNORED"), "the spec's env is the guest's: {:?}", l.policy.env);
+    }
+
+    #[test]
+    fn an_empty_args0_takes_the_images_module_and_keeps_the_specs_other_args() {
+        let b = bundle(config(&["", "x"], serde_json::json!({})));
+        let wasm = b.path().join("abc.wasm");
+        let mut source = |_: &Path, name: Option<&str>| {
+            assert_eq!(name, None, "an empty args[0] names no module");
+            let (argv0, default_args) = ("app.wasm".to_string(), vec!["--flag".to_string()]);
+            let kind = wasmcell_oci::image::ImageKind::WasmLayer;
+            Ok(Some(ImageLaunch { kind, wasm: wasm.clone(), argv0, default_args, env: Vec::new(), rootfs: None }))
+        };
+        let l = load(b.path(), &mut source).unwrap();
+        assert_eq!(l.policy.args, ["app.wasm", "x"], "the spec's args, not the image's defaults in their place");
     }
 }

@@ -13,6 +13,8 @@ use wasmcell_runtime::policy::Limits;
 use wasmcell_runtime::{Engine, Error, Grants, Instance, Program, SandboxPolicy, Stdio, StdioSpec, WasmtimeEngine};
 use wasmcell_test_programs as guests;
 
+mod props;
+
 fn load(engine: &WasmtimeEngine, path: &str) -> Arc<dyn Program> {
     engine.load_command(&Input::read(Path::new(path)).unwrap(), None).unwrap()
 }
