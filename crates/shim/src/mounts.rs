@@ -57,9 +57,10 @@ pub(crate) fn mount_rootfs(mounts: &[RootfsMount], bundle: &Path, done: &mut Mou
 }
 
 /// Gives the guest a private `nodev,nosuid` bind of every directory its policy preopens (the rootfs when
-/// the shim did not mount it itself, and each of the spec's bind mounts, their submounts included), under
-/// `bundle/wasmcell-mounts/N`, and points the policy at those.
-pub(crate) fn harden_preopens(policy: &mut SandboxPolicy, bundle: &Path, done: &mut Mounted) -> Result<()> {
+/// the shim did not mount it itself, and each of the spec's bind mounts, their submounts included unless
+/// the mount's index is in `shallow`: a plain `bind`), under `bundle/wasmcell-mounts/N`, and points the
+/// policy at those.
+pub(crate) fn harden_preopens(policy: &mut SandboxPolicy, shallow: &[usize], bundle: &Path, done: &mut Mounted) -> Result<()> {
     let base = bundle.join(BINDS);
     for (i, m) in policy.mounts.iter_mut().enumerate() {
         if done.rootfs() == Some(m.host.as_path()) {
@@ -67,7 +68,7 @@ pub(crate) fn harden_preopens(policy: &mut SandboxPolicy, bundle: &Path, done: &
         }
         let target = base.join(i.to_string());
         std::fs::create_dir_all(&target).map_err(Error::io(format!("cannot create {}", target.display())))?;
-        bind(&m.host, &target)?;
+        bind(&m.host, &target, !shallow.contains(&i))?;
         done.0.push(target.clone());
         remount_hardened(&target, m.read_only)?;
         for sub in submounts(&target) {
@@ -82,11 +83,12 @@ fn cstr(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::InvalidSpec(format!("a NUL in the path {}", p.display())))
 }
 
-/// A recursive bind of `source` at `target`.
-fn bind(source: &Path, target: &Path) -> Result<()> {
+/// A bind of `source` at `target`, with the file systems mounted below `source` when `recursive`.
+fn bind(source: &Path, target: &Path, recursive: bool) -> Result<()> {
     let (src, dst) = (cstr(source)?, cstr(target)?);
+    let flags = if recursive { libc::MS_BIND | libc::MS_REC } else { libc::MS_BIND };
     // SAFETY: every pointer is NUL-terminated or null.
-    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) };
+    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), flags, std::ptr::null()) };
     if rc != 0 {
         return Err(Error::Io {
             context: format!("cannot bind-mount {} for the guest", source.display()),

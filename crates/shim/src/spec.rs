@@ -43,6 +43,9 @@ pub struct Launch {
     pub cgroup: Option<CgroupSpec>,
     /// `process.user`, for every file the guest touches (`None`: root).
     pub user: Option<User>,
+    /// The indices in `policy.mounts` of the spec's plain `bind` mounts (no `rbind`): as under runc, the
+    /// file systems mounted below their source stay hidden from the guest.
+    pub shallow: Vec<usize>,
 }
 
 /// The annotation CRI sets to `sandbox` on a pod's pause container.
@@ -78,6 +81,7 @@ pub fn translate(spec: &Spec, bundle: &Path, image: ImageSource<'_>) -> Result<L
             pause: true,
             cgroup: None,
             user: None,
+            shallow: Vec::new(),
         });
     }
     let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("the spec has no process".into()))?;
@@ -100,7 +104,13 @@ pub fn translate(spec: &Spec, bundle: &Path, image: ImageSource<'_>) -> Result<L
     if rootfs.is_dir() {
         policy.mounts.push(Mount { host: rootfs.clone(), guest: "/".into(), read_only: root.readonly().unwrap_or(false) });
     }
-    policy.mounts.extend(bind_mounts(spec));
+    let mut shallow = Vec::new();
+    for (mount, recursive) in bind_mounts(spec) {
+        if !recursive {
+            shallow.push(policy.mounts.len());
+        }
+        policy.mounts.push(mount);
+    }
     if let Some(limit) =
         spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.memory().as_ref()).and_then(|m| m.limit())
         && limit > 0
@@ -108,7 +118,8 @@ pub fn translate(spec: &Spec, bundle: &Path, image: ImageSource<'_>) -> Result<L
         policy.limits.memory = Some(limit as u64);
     }
 
-    Ok(Launch { module, export, policy, http_addr, netns, pause: false, cgroup: cgroup_of(spec), user: User::of(spec) })
+    let (cgroup, user) = (cgroup_of(spec), User::of(spec));
+    Ok(Launch { module, export, policy, http_addr, netns, pause: false, cgroup, user, shallow })
 }
 
 /// The module, the `#func` export and argv from `process.args`. A compat image: args[0] is a file of
@@ -143,9 +154,10 @@ fn module_and_args(args: &[String], rootfs: &Path, image: ImageSource<'_>) -> Re
     }
 }
 
-/// The spec's bind mounts of directories, as preopens (read-only when the mount says `ro`). Kernel file
-/// systems and file binds (resolv.conf, hostname, a secret file: WASI preopens are directories) are skipped.
-fn bind_mounts(spec: &Spec) -> Vec<Mount> {
+/// The spec's bind mounts of directories, as preopens (read-only when the mount says `ro`), each with
+/// whether it is recursive (`rbind`). Kernel file systems and file binds (resolv.conf, hostname, a secret
+/// file: WASI preopens are directories) are skipped.
+fn bind_mounts(spec: &Spec) -> Vec<(Mount, bool)> {
     let mut mounts = Vec::new();
     for m in spec.mounts().iter().flatten() {
         let typ = m.typ().as_deref().unwrap_or("");
@@ -153,7 +165,8 @@ fn bind_mounts(spec: &Spec) -> Vec<Mount> {
         let bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
         let Some(source) = m.source().as_ref().filter(|s| bind && s.is_dir()) else { continue };
         let guest = m.destination().to_string_lossy().into_owned();
-        mounts.push(Mount { host: source.clone(), guest, read_only: options.iter().any(|o| o == "ro") });
+        let mount = Mount { host: source.clone(), guest, read_only: options.iter().any(|o| o == "ro") };
+        mounts.push((mount, options.iter().any(|o| o == "rbind")));
     }
     mounts
 }
@@ -254,6 +267,7 @@ mod tests {
         let mounts = serde_json::json!([
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/data", "type": "bind", "source": b.path().join("data"), "options": ["rbind", "ro"]},
+            {"destination": "/plain", "type": "bind", "source": b.path().join("data"), "options": ["bind"]},
         ]);
         let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap()).unwrap();
         c["mounts"] = mounts;
@@ -263,9 +277,11 @@ mod tests {
         assert_eq!(l.module, b.path().join("rootfs/app/hello.wasm").canonicalize().unwrap());
         assert_eq!(l.policy.args, ["/app/hello.wasm", "x"]);
         assert_eq!(l.policy.env, [("PATH".to_string(), "/bin".to_string()), ("GREETING".to_string(), "hi".to_string())]);
-        assert_eq!(l.policy.mounts.len(), 2, "{:?}", l.policy.mounts);
+        assert_eq!(l.policy.mounts.len(), 3, "{:?}", l.policy.mounts);
         assert_eq!((l.policy.mounts[0].guest.as_str(), l.policy.mounts[0].read_only), ("/", true));
         assert_eq!((l.policy.mounts[1].guest.as_str(), l.policy.mounts[1].read_only), ("/data", true));
+        assert_eq!((l.policy.mounts[2].guest.as_str(), l.policy.mounts[2].read_only), ("/plain", false));
+        assert_eq!(l.shallow, [2], "only the plain bind hides its submounts");
         assert_eq!(l.policy.limits.memory, Some(64 << 20));
         assert_eq!(l.http_addr.to_string(), DEFAULT_HTTP_ADDR);
         assert!(!l.pause);

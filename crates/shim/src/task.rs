@@ -160,7 +160,7 @@ impl TaskService {
         let opened = began.elapsed();
         let mut image = |rootfs: &Path, module: Option<&str>| self.image_launch(&req.id, rootfs, module, &bundle);
         let mut launch = spec::load(&bundle, &mut image)?;
-        mounts::harden_preopens(&mut launch.policy, &bundle, mounted)?;
+        mounts::harden_preopens(&mut launch.policy, &launch.shallow, &bundle, mounted)?;
         let cgroup = launch.cgroup.as_ref().map(Cgroup::create).transpose()?.flatten().map(Arc::new);
         let stores = self.stores.clone();
         let preparing =

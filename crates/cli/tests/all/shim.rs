@@ -621,7 +621,7 @@ fn host_random_device(path: &Path) {
 /// A device node in a bind-mounted host directory (here 1:9, /dev/urandom's; `/dev` itself or a disk's
 /// mount would be worse), and one in a file system mounted below it (an rbind brings submounts along),
 /// never open for the guest: it gets a private `nodev,nosuid` bind of each. Before, a spec's bind mount
-/// was preopened as it was and only the rootfs was `nodev`.
+/// was preopened as it was and only the rootfs was `nodev`. A plain `bind` brings no submounts.
 #[test]
 fn shim_never_opens_a_device_node_under_a_bind_mount() {
     let s = setup();
@@ -652,6 +652,13 @@ fn shim_never_opens_a_device_node_under_a_bind_mount() {
     assert!(text(&out.stdout).contains("from the host"), "{}", text(&out.stdout));
     ok("ctr run bind write", s.run_with("bind-write", &["--mount", &mount], &["/app/fs.wasm", "write", "/data/sub/new.txt", "x"]));
     assert_eq!(std::fs::read_to_string(sub.join("new.txt")).unwrap(), "x", "written through the submount");
+    // A plain `bind` (no rbind) hides what is mounted below its source, as under runc: the guest sees the
+    // empty directory the tmpfs sits on. (The shim's own bind was always recursive, so it showed it.)
+    let plain = format!("type=bind,src={},dst=/data,options=bind:rw", host.path().display());
+    let out = s.run_with("bind-plain", &["--mount", &plain], &["/app/fs.wasm", "read", "/data/sub/new.txt"]);
+    assert_eq!(out.status.code(), Some(1), "a plain bind showed a submount: {}", text(&out.stdout));
+    let out = ok("ctr run plain bind", s.run_with("bind-plain-file", &["--mount", &plain], &["/app/fs.wasm", "read", "/data/note.txt"]));
+    assert!(text(&out.stdout).contains("from the host"), "{}", text(&out.stdout));
     s.assert_nothing_left();
 }
 
