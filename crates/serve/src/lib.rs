@@ -20,16 +20,18 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use wasmcell_runtime::Grants;
 use wasmcell_runtime::engine::{Failure, HttpProgram, RequestLimits, WagiProgram};
 
 use admission::Admission;
+use spread::{Handoff, Placed, Seat, Spread};
 
 mod admission;
 mod conn;
 mod metrics;
+mod spread;
 mod wagi;
 
 pub use conn::ConnLimits;
@@ -56,8 +58,8 @@ pub struct Config {
     /// How long a shutdown waits for requests in flight.
     pub drain_timeout: Duration,
     /// Serving threads, each with a single-threaded runtime of its own that accepts, parses and
-    /// runs its connections' guests: a request never hops between threads. 0 serves on the
-    /// caller's runtime instead.
+    /// runs its connections' guests: a request never hops between threads, and a connection goes to
+    /// the thread with the fewest open (`spread.rs`). 0 serves on the caller's runtime instead.
     pub threads: usize,
     /// What a client connection may hold (open connections, header and write deadlines, HTTP/2 streams).
     pub conn: ConnLimits,
@@ -132,7 +134,7 @@ impl Server {
                     return DrainReport { drained: false, requests: 0 };
                 }
             };
-            let serving = accept_loop(listener, shared.clone(), stop_rx);
+            let serving = accept_loop(listener, shared.clone(), stop_rx, None);
             tokio::pin!(serving);
             tokio::select! {
                 d = &mut serving => return DrainReport { drained: d, requests: shared.metrics.requests_total() },
@@ -143,7 +145,7 @@ impl Server {
             drained = serving.await;
         } else {
             let mut done = Vec::new();
-            for i in 0..shared.config.threads {
+            for (i, seat) in Spread::seats(shared.config.threads).into_iter().enumerate() {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let listener = listener.try_clone();
                 let shared = shared.clone();
@@ -153,7 +155,7 @@ impl Server {
                     let d = match (runtime, listener) {
                         (Ok(rt), Ok(l)) => rt.block_on(async move {
                             match TcpListener::from_std(l) {
-                                Ok(l) => accept_loop(l, shared, stop_rx).await,
+                                Ok(l) => accept_loop(l, shared, stop_rx, Some(seat)).await,
                                 Err(e) => {
                                     tracing::error!("serving thread {i} cannot listen: {e}");
                                     false
@@ -185,48 +187,76 @@ impl Server {
 }
 
 /// Accepts and serves connections on the current runtime until `stop` turns true, then drains
-/// them up to the drain timeout; tells whether they all finished.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) -> bool {
+/// them up to the drain timeout; tells whether they all finished. With a `seat` (a serving thread),
+/// each accepted connection is served where [`Seat::pick`] says, and those handed over arrive in its
+/// inbox.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut seat: Option<Seat>,
+) -> bool {
     let graceful = GracefulShutdown::new();
     let builder = conn::builder(&shared.config.conn);
     loop {
-        // A connection beyond the cap waits in the kernel's accept queue until one ends.
-        let permit = tokio::select! {
-            p = shared.connections.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = stop.wait_for(|s| *s) => break,
+        let accept = async {
+            // A connection beyond the cap waits in the kernel's accept queue until one ends.
+            let permit = shared.connections.clone().acquire_owned().await.ok()?;
+            Some(listener.accept().await.map(|(s, peer)| Arrival::Accepted(s, peer, permit)))
         };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
+        let handed = async {
+            match seat.as_mut() {
+                Some(s) => s.inbox.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
+            accepted = accept => accepted,
+            Some(handoff) = handed => Some(Ok(Arrival::Handed(handoff))),
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        let (open, stream, peer, permit) = match next {
+            None => break,
+            Some(Err(e)) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Some(Ok(Arrival::Accepted(stream, peer, permit))) => match &seat {
+                None => (None, stream, peer, permit),
+                Some(seat) => match seat.place(stream, peer, permit) {
+                    Placed::Here(open, stream, permit) => (Some(open), stream, peer, permit),
+                    Placed::Away => continue,
+                },
+            },
+            Some(Ok(Arrival::Handed((stream, peer, permit)))) => {
+                let Some(open) = seat.as_ref().map(Seat::opened) else { continue };
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => (Some(open), stream, peer, permit),
                     Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tracing::warn!(%peer, "cannot take over a connection: {e}");
                         continue;
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                let io = TokioIo::new(conn::GuardedIo::new(stream, &shared.config.conn));
-                let shared = shared.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(shared.serve(req, peer).await) }
-                });
-                let conn = builder.serve_connection_with_upgrades(io, service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                    drop(permit);
-                });
+                }
             }
-            _ = stop.wait_for(|s| *s) => break,
-        }
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(conn::GuardedIo::new(stream, &shared.config.conn));
+        let service = {
+            let shared = shared.clone();
+            hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(shared.serve(req, peer).await) }
+            })
+        };
+        let conn = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            drop((permit, open));
+        });
     }
     drop(listener);
     tracing::debug!("no new connections, draining requests in flight");
@@ -235,6 +265,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: tokio
         tracing::warn!(timeout = ?shared.config.drain_timeout, "drain timeout: requests still in flight were cut off");
     }
     drained
+}
+
+/// A connection a serving thread is to serve.
+enum Arrival {
+    /// Accepted here: the client's address, and the connection-cap permit taken before accepting.
+    Accepted(TcpStream, SocketAddr, OwnedSemaphorePermit),
+    /// Accepted by another serving thread and handed over.
+    Handed(Handoff),
 }
 
 /// The body every response has: the guest's stream, or a short message from the host. It holds
