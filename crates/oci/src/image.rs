@@ -124,6 +124,7 @@ impl Content {
 /// Whether a platform is a Wasm one, and how much we like it (higher is better).
 fn wasm_platform_rank(p: &Platform) -> Option<u8> {
     match (p.os.as_str(), p.architecture.as_str()) {
+        ("wasip3", _) => Some(4),
         ("wasip2", _) => Some(3),
         ("wasip1", _) => Some(2),
         ("wasi", _) => Some(1),
@@ -441,6 +442,19 @@ pub fn wasm_facts(wasm: &[u8]) -> Result<WasmFacts> {
     Ok(facts)
 }
 
+impl WasmFacts {
+    /// The artifact config's `os`: `wasip3` for a component that names any WASI 0.3 interface (it may
+    /// import 0.2 ones too), `wasip2` for other components, `wasip1` for modules.
+    pub fn os(&self) -> &'static str {
+        let p3 = self.imports.iter().chain(&self.exports).any(|n| n.starts_with("wasi:") && n.contains("@0.3."));
+        match (self.is_component, p3) {
+            (false, _) => "wasip1",
+            (true, true) => "wasip3",
+            (true, false) => "wasip2",
+        }
+    }
+}
+
 /// Builds the CNCF Wasm artifact for `wasm`. `title` names the layer (usually the file name);
 /// `annotations` (from `--annotation`) override those read from the binary.
 pub fn build_artifact(wasm: &[u8], title: &str, annotations: &BTreeMap<String, String>, created: &str) -> Result<Artifact> {
@@ -450,7 +464,7 @@ pub fn build_artifact(wasm: &[u8], title: &str, annotations: &BTreeMap<String, S
         created: Some(created.to_string()),
         author: facts.authors.clone(),
         architecture: "wasm".into(),
-        os: if facts.is_component { "wasip2" } else { "wasip1" }.into(),
+        os: facts.os().into(),
         layer_digests: vec![layer_digest.to_string()],
         component: facts.is_component.then(|| ComponentInfo {
             exports: facts.exports.clone(),
@@ -492,6 +506,20 @@ mod tests {
     use super::*;
 
     const MODULE: &str = r#"(module (@custom "version" "1.2.3") (@custom "description" "a test") (func (export "_start")))"#;
+
+    #[test]
+    fn the_artifact_os_names_the_newest_wasi_a_component_uses() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let p2 = WasmFacts { is_component: true, imports: names(&["wasi:cli/stdout@0.2.4"]), ..WasmFacts::default() };
+        assert_eq!(p2.os(), "wasip2");
+        // What a Rust wasm32-wasip3 program imports: 0.2 and 0.3 both.
+        let both = WasmFacts { imports: names(&["wasi:io/poll@0.2.4", "wasi:cli/environment@0.3.0"]), ..p2.clone() };
+        assert_eq!(both.os(), "wasip3");
+        let p3_export = WasmFacts { exports: names(&["wasi:http/handler@0.3.0"]), ..p2.clone() };
+        assert_eq!(p3_export.os(), "wasip3");
+        assert_eq!(WasmFacts { is_component: false, ..both }.os(), "wasip1");
+        assert_eq!(WasmFacts { imports: names(&["acme:lib/api@0.3.0"]), ..p2 }.os(), "wasip2", "only wasi: names count");
+    }
 
     #[test]
     fn artifact_of_a_module() {

@@ -80,8 +80,11 @@ pub fn kind_of(bytes: &[u8]) -> Option<WasmKind> {
 #[derive(Debug, Serialize)]
 pub struct WasmInfo {
     pub kind: WasmKind,
-    /// `preview1`, `0.2.x` (the highest wasi:* version a component names), or `none`.
+    /// `preview1`, `0.2.x` or `0.3.x` (the highest wasi:* version a component names), or `none`.
     pub wasi: String,
+    /// Every WASI release series a component targets, the highest version named in each (`0.2.4`,
+    /// `0.3.0`: a Rust wasm32-wasip3 program imports both); a module's one (`preview1`), if any.
+    pub wasi_versions: Vec<String>,
     pub size: usize,
     pub sha256: String,
     /// The post-MVP proposals the binary uses (Wasm 2.0 and 3.0, and the component model's async),
@@ -89,6 +92,15 @@ pub struct WasmInfo {
     pub proposals: Vec<&'static str>,
     pub imports: Vec<Item>,
     pub exports: Vec<Item>,
+}
+
+impl WasmInfo {
+    /// Whether the binary is a wasi:http service: a component exporting `wasi:http/handler@0.3.x` or
+    /// `wasi:http/incoming-handler@0.2.x`.
+    pub fn serves_http(&self) -> bool {
+        self.kind == WasmKind::Component
+            && self.exports.iter().any(|e| e.name.starts_with("wasi:http/handler@0.3") || e.name.starts_with("wasi:http/incoming-handler@"))
+    }
 }
 
 /// The proposals [`proposals`] looks for.
@@ -169,29 +181,42 @@ pub fn inspect(bytes: &[u8]) -> Result<WasmInfo> {
             _ => {}
         }
     }
-    let wasi = wasi_version(kind, &imports, &exports);
+    let wasi_versions = wasi_versions(kind, &imports, &exports);
+    let wasi = wasi_versions.last().cloned().unwrap_or_else(|| "none".into());
     let proposals = proposals(bytes);
-    Ok(WasmInfo { kind, wasi, size: bytes.len(), sha256: hex::encode(Sha256::digest(bytes)), proposals, imports, exports })
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    Ok(WasmInfo { kind, wasi, wasi_versions, size: bytes.len(), sha256, proposals, imports, exports })
 }
 
-fn wasi_version(kind: WasmKind, imports: &[Item], exports: &[Item]) -> String {
+/// The WASI versions a binary targets, lowest first (see [`WasmInfo::wasi_versions`]).
+fn wasi_versions(kind: WasmKind, imports: &[Item], exports: &[Item]) -> Vec<String> {
     match kind {
         WasmKind::Module => {
             if imports.iter().any(|i| i.name.starts_with("wasi_snapshot_preview1::")) {
-                "preview1".into()
+                vec!["preview1".into()]
             } else if imports.iter().any(|i| i.name.starts_with("wasi_unstable::")) {
-                "preview0".into()
+                vec!["preview0".into()]
             } else {
-                "none".into()
+                Vec::new()
             }
         }
-        WasmKind::Component => imports
-            .iter()
-            .chain(exports)
-            .filter(|i| i.name.starts_with("wasi:"))
-            .filter_map(|i| i.name.rsplit_once('@').map(|(_, v)| v.to_string()))
-            .max_by(|a, b| version_key(a).cmp(&version_key(b)))
-            .unwrap_or_else(|| "none".into()),
+        WasmKind::Component => {
+            // The highest version of each series (0.2, 0.3, ...), by the series.
+            let mut series: std::collections::BTreeMap<Vec<u64>, String> = std::collections::BTreeMap::new();
+            let versions = imports
+                .iter()
+                .chain(exports)
+                .filter(|i| i.name.starts_with("wasi:"))
+                .filter_map(|i| i.name.rsplit_once('@').map(|(_, v)| v.to_string()));
+            for v in versions {
+                let key = version_key(&v);
+                let entry = series.entry(key.iter().take(2).copied().collect()).or_insert_with(|| v.clone());
+                if version_key(entry) < key {
+                    *entry = v;
+                }
+            }
+            series.into_values().collect()
+        }
     }
 }
 

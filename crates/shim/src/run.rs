@@ -1,6 +1,6 @@
 //! Running one container's guest with wasmcell's runtime and serving loop: a command (a WASI module or
 //! component run to its exit) on the runtime's instance thread, or a component exporting
-//! `wasi:http/incoming-handler` served by `wasmcell-serve` on a thread of its own.
+//! `wasi:http/handler@0.3` or `incoming-handler@0.2` served by `wasmcell-serve` on a thread of its own.
 //!
 //! Engine settings and the compiled-code cache are the ones `wasmcell run` / `wasmcell serve` use
 //! (`EngineOptions` with the cache under `WASMCELL_HOME`); the serving loop is `wasmcell_serve::Server`.
@@ -100,8 +100,7 @@ pub fn prepare(launch: Launch, stores: &Stores) -> Result<Prepared> {
         return Ok(Prepared { launch, ready: Ready::Pause });
     }
     let input = Input::read(&launch.module)?;
-    let http = input.kind()? == WasmKind::Component
-        && inspect::inspect(&input.bytes)?.exports.iter().any(|e| e.name.starts_with("wasi:http/incoming-handler@"));
+    let http = input.kind()? == WasmKind::Component && inspect::inspect(&input.bytes)?.serves_http();
     let ready =
         if http && launch.export.is_none() { prepare_http(&launch, &input, stores)? } else { prepare_command(&launch, &input, stores)? };
     Ok(Prepared { launch, ready })

@@ -50,7 +50,12 @@ impl InspectCommand {
                 };
                 writeln!(out, "file:     {}", self.file.display())?;
                 writeln!(out, "kind:     {kind}")?;
-                writeln!(out, "wasi:     {}", info.wasi)?;
+                let also: Vec<&str> = info.wasi_versions.iter().rev().skip(1).map(String::as_str).collect();
+                if also.is_empty() {
+                    writeln!(out, "wasi:     {}", info.wasi)?;
+                } else {
+                    writeln!(out, "wasi:     {} (and {})", info.wasi, also.join(", "))?;
+                }
                 writeln!(out, "size:     {} bytes", info.size)?;
                 writeln!(out, "sha256:   {}", info.sha256)?;
                 let proposals = if info.proposals.is_empty() { "none (MVP)".to_string() } else { info.proposals.join(", ") };

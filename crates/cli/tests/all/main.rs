@@ -12,6 +12,7 @@ mod serve;
 mod serve_toolchains;
 mod services;
 mod shim;
+mod wasi_p3;
 mod wasi_testsuite;
 mod wasm3;
 

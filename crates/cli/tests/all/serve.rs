@@ -79,13 +79,13 @@ impl Drop for Served {
     }
 }
 
-fn free_addr() -> String {
+pub(crate) fn free_addr() -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().to_string()
 }
 
 /// The value of a counter or gauge line `NAME{LABELS} VALUE` in a Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter_map(|l| l.rsplit_once(' '))
         .find(|(n, _)| *n == name)

@@ -47,13 +47,12 @@ fn import_apps(containerd: &Containerd) {
 
 /// The compat image `IMAGE` as `wasmcell save` writes it, in `dir`.
 fn apps_archive(dir: &Path) -> PathBuf {
-    let mut l = Layout::new(&dir.join("layout"));
     let read = |p: &str| std::fs::read(p).unwrap();
     let (hello, component, exit, sleep, http) =
         (read(guests::HELLO_C), read(guests::HELLO_COMPONENT), read(guests::EXIT_C), read(guests::SLEEP_C), read(guests::HTTP_HELLO));
     let (env, fs, memhog, entries) = (read(guests::ENV_C), read(guests::FS_C), read(guests::MEMHOG_C), read(guests::ENTRIES_WASM));
     let spin = read(guests::SPIN_WAT);
-    let layer = with_device_node(&[
+    let files: &[(&str, &[u8])] = &[
         ("app/hello.wasm", &hello),
         ("app/hello-component.wasm", &component),
         ("app/exit.wasm", &exit),
@@ -65,24 +64,31 @@ fn apps_archive(dir: &Path) -> PathBuf {
         ("app/entries.wasm", &entries),
         ("app/spin.wat", &spin),
         ("app/data/in-image.txt", b"from the image\n"),
-    ]);
+    ];
+    compat_archive(dir, IMAGE, &with_device_node(files), &["/app/hello.wasm"], &["FROM_IMAGE=yes"])
+}
+
+/// A compat image `name` of one gzipped rootfs `layer`, loaded into wasmcell and written out by
+/// `wasmcell save`, in `dir`.
+fn compat_archive(dir: &Path, name: &str, layer: &[u8], entrypoint: &[&str], env: &[&str]) -> PathBuf {
+    let mut l = Layout::new(&dir.join("layout"));
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&layer[..]).read_to_end(&mut raw).unwrap();
-    let mut config = layout::compat_config("linux", "amd64", &["/app/hello.wasm"], &["FROM_IMAGE=yes"]);
+    flate2::read::GzDecoder::new(layer).read_to_end(&mut raw).unwrap();
+    let mut config = layout::compat_config("linux", "amd64", entrypoint, env);
     config["rootfs"]["diff_ids"] = json!([layout::digest(&raw)]);
     let m = l.manifest(
         config,
         "application/vnd.oci.image.config.v1+json",
-        &[("application/vnd.oci.image.layer.v1.tar+gzip", layer)],
+        &[("application/vnd.oci.image.layer.v1.tar+gzip", layer.to_vec())],
         json!({"module.wasm.image/variant": "compat"}),
     );
-    l.tag(&m, "apps", Some(IMAGE));
+    l.tag(&m, "apps", Some(name));
     let input = dir.join("in.tar");
     l.tar(&input);
     let cell = Cell::new();
     cell.run(&["load", "-i", input.to_str().unwrap()]).expect_ok();
     let saved = dir.join("saved.tar");
-    cell.run(&["save", "-o", saved.to_str().unwrap(), IMAGE]).expect_ok();
+    cell.run(&["save", "-o", saved.to_str().unwrap(), name]).expect_ok();
     saved
 }
 
@@ -499,6 +505,44 @@ fn shim_serves_an_http_component_until_sigterm() {
     ok("ctr task delete", s.containerd.ctr(&["task", "delete", "web"]));
     ok("ctr containers rm", s.containerd.ctr(&["containers", "rm", "web"]));
     assert!(Command::new("curl").args(["-sS", "--max-time", "2", &format!("http://{addr}/")]).output().unwrap().status.code() != Some(0));
+    s.assert_nothing_left();
+}
+
+/// WASI 0.3 under containerd: a command's exit code and a `wasi:http/handler@0.3.0` service, from a
+/// compat image (the official testsuite's wasm32-wasip3 programs; skipped without the tarball).
+#[test]
+fn shim_runs_wasi_0_3_commands_and_services() {
+    let (Some(exit), Some(service)) = (crate::wasi_testsuite::p3_test("cli-exit"), crate::wasi_testsuite::p3_test("http-service")) else {
+        eprintln!("wasi 0.3 in the shim: SKIPPED, no ../shared/wasi-testsuite.tar.gz (or $WASMCELL_WASI_TESTSUITE)");
+        return;
+    };
+    let s = setup();
+    let dir = scratch();
+    let image = "localhost/wasmcell-test/p3:1";
+    let (exit, service) = (std::fs::read(exit).unwrap(), std::fs::read(service).unwrap());
+    let layer = layout::tar_gz(&[("app/cli-exit.wasm", &exit), ("app/http-service.wasm", &service)]);
+    let saved = compat_archive(dir.path(), image, &layer, &["/app/cli-exit.wasm"], &[]);
+    ok("ctr images import", s.containerd.ctr(&["images", "import", saved.to_str().unwrap()]));
+
+    let out = s.containerd.ctr(&["run", "--rm", "--fifo-dir", &s.fifo_dir(), "--runtime", RUNTIME, image, "p3-exit"]);
+    assert_eq!(out.status.code(), Some(1), "cli-exit exits 1: {}", text(&out.stderr));
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = format!("WASMCELL_HTTP_ADDR={addr}");
+    let run = ["run", "-d", "--null-io", "--net-host", "--runtime", RUNTIME, "--env", &env, image, "p3-web", "/app/http-service.wasm"];
+    ok("ctr run -d p3 service", s.containerd.ctr(&run));
+    s.wait_status("p3-web", "RUNNING");
+    let url = format!("http://{addr}/");
+    let out = wait_for(Duration::from_secs(10), || {
+        let out = Command::new("curl").args(["-sS", "--max-time", "5", &url]).output().unwrap();
+        out.status.success().then_some(out)
+    })
+    .expect("the 0.3 service never answered");
+    assert_eq!(text(&out.stdout), "hey\n");
+    ok("ctr task kill", s.containerd.ctr(&["task", "kill", "p3-web"]));
+    s.wait_status("p3-web", "STOPPED");
+    ok("ctr task delete", s.containerd.ctr(&["task", "delete", "p3-web"]));
+    ok("ctr containers rm", s.containerd.ctr(&["containers", "rm", "p3-web"]));
     s.assert_nothing_left();
 }
 

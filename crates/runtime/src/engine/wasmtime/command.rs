@@ -1,5 +1,5 @@
-//! Commands: a core module's `_start` (or a chosen export) and a component's `wasi:cli/run`, each run
-//! to its exit code. Loading checks the entry and the world; creating a guest builds its store.
+//! Commands: a core module's `_start` (or a chosen export) and a component's `wasi:cli/run` (WASI 0.2
+//! or 0.3), each run to its exit code. Loading checks the entry and the world; creating a guest builds its store.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -7,10 +7,11 @@ use std::sync::atomic::AtomicBool;
 use wasmtime::Store;
 use wasmtime::component::Component;
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p3::bindings::CommandPre as P3CommandPre;
 
 use super::WasmtimeEngine;
 use super::compile::Compiled;
-use super::host::{self, ComponentHost, ComponentImports, Host, ModuleHost, Slicing};
+use super::host::{self, ComponentHost, Host, ModuleHost, Slicing};
 use super::outcome::{link_error, outcome};
 use crate::Result;
 use crate::engine::{BoxFuture, Guest, Program, StopSignal, not_runnable};
@@ -32,10 +33,13 @@ pub(super) fn load(engine: &WasmtimeEngine, input: &Input, entry: Option<&str>) 
             entry.unwrap_or_default()
         ))),
         Compiled::Component(component) => {
-            check_command_world(&engine.engine, &component, &input.name)?;
-            let linker = host::component_linker(&engine.engine, ComponentImports::Command)?;
+            let world = check_command_world(&engine.engine, &component, &input.name)?;
+            let linker = host::component_linker(&engine.engine)?;
             let pre = linker.instantiate_pre(&component).map_err(|e| link_error(&input.name, &e))?;
-            let pre = CommandPre::new(pre).map_err(|e| link_error(&input.name, &e))?;
+            let pre = match world {
+                Cli::P2 => Entry::P2(CommandPre::new(pre).map_err(|e| link_error(&input.name, &e))?),
+                Cli::P3 => Entry::P3(P3CommandPre::new(pre).map_err(|e| link_error(&input.name, &e))?),
+            };
             Ok(Arc::new(ComponentProgram { engine: engine.engine.clone(), pre }))
         }
     }
@@ -64,20 +68,34 @@ fn check_entry(module: &wasmtime::Module, entry: &str, name: &str) -> Result<()>
     }
 }
 
-/// A component run by `wasmcell run` must target wasi:cli/command (export `wasi:cli/run@0.2.x`).
-fn check_command_world(engine: &wasmtime::Engine, component: &Component, name: &str) -> Result<()> {
+/// The version of wasi:cli a command component exports its `run` in.
+#[derive(Clone, Copy)]
+enum Cli {
+    P2,
+    P3,
+}
+
+/// A component run by `wasmcell run` must target wasi:cli/command (export `wasi:cli/run@0.3.x` or
+/// `@0.2.x`).
+fn check_command_world(engine: &wasmtime::Engine, component: &Component, name: &str) -> Result<Cli> {
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.2")) {
-        return Ok(());
+    // 0.3 first: a Rust program built for wasm32-wasip3 exports both, and its 0.2 `run` is a stub.
+    if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.3")) {
+        return Ok(Cli::P3);
     }
-    let hint = if exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@")) {
+    if exports.iter().any(|e| e.starts_with("wasi:cli/run@0.2")) {
+        return Ok(Cli::P2);
+    }
+    let hint = if exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@") || e.starts_with("wasi:http/handler@")) {
         " (it is a wasi:http handler: use `wasmcell serve`)"
     } else {
         ""
     };
     let list = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
-    Err(not_runnable(format!("{name}: unsupported world: the component does not export wasi:cli/run@0.2.x (it exports {list}){hint}")))
+    Err(not_runnable(format!(
+        "{name}: unsupported world: the component does not export wasi:cli/run@0.2.x or @0.3.x (it exports {list}){hint}"
+    )))
 }
 
 /// A stop signal whose interrupt is an epoch increment of `engine`: running code checks it at once.
@@ -152,9 +170,16 @@ impl Guest for ModuleGuest {
     }
 }
 
+/// A command component's `run`, linked: WASI 0.2 or 0.3.
+#[derive(Clone)]
+enum Entry {
+    P2(CommandPre<ComponentHost>),
+    P3(P3CommandPre<ComponentHost>),
+}
+
 struct ComponentProgram {
     engine: wasmtime::Engine,
-    pre: CommandPre<ComponentHost>,
+    pre: Entry,
 }
 
 impl Program for ComponentProgram {
@@ -166,7 +191,7 @@ impl Program for ComponentProgram {
 
 struct ComponentGuest {
     run: Run<super::host::ComponentWasi>,
-    pre: CommandPre<ComponentHost>,
+    pre: Entry,
 }
 
 impl Guest for ComponentGuest {
@@ -178,8 +203,17 @@ impl Guest for ComponentGuest {
         let ComponentGuest { run: Run { mut store, hit, limit, .. }, pre } = *self;
         Box::pin(async move {
             let result = async {
-                let command = pre.instantiate_async(&mut store).await?;
-                command.wasi_cli_run().call_run(&mut store).await
+                match pre {
+                    Entry::P2(pre) => {
+                        let command = pre.instantiate_async(&mut store).await?;
+                        command.wasi_cli_run().call_run(&mut store).await
+                    }
+                    // WASI 0.3: `run` is an async export, called inside the store's event loop.
+                    Entry::P3(pre) => {
+                        let command = pre.instantiate_async(&mut store).await?;
+                        store.run_concurrent(async move |s| command.wasi_cli_run().call_run(s).await).await?
+                    }
+                }
             }
             .await;
             outcome(result.map(|r| if r.is_ok() { 0 } else { 1 }), &hit, limit)

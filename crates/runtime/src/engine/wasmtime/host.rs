@@ -27,7 +27,7 @@ pub(crate) struct Host<W> {
     pub(crate) limits: MemoryLimiter,
 }
 
-/// The WASI context of a component: WASI 0.2, wasi:http (linked for HTTP programs only), the table of
+/// The WASI context of a component: WASI 0.2 and 0.3, wasi:http, the table of
 /// the guest's resources.
 pub(crate) struct ComponentWasi {
     ctx: WasiCtx,
@@ -85,23 +85,17 @@ pub(crate) fn module_linker(engine: &wasmtime::Engine) -> Result<wasmtime::Linke
     Ok(linker)
 }
 
-/// What a component may import besides WASI 0.2 and wasi:keyvalue.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ComponentImports {
-    /// A wasi:cli command.
-    Command,
-    /// A wasi:http handler: wasi:http too.
-    Http,
-}
-
 /// The linker for components: WASI 0.2 (wasi:cli/exit#exit-with-code is stable since 0.2.12, so exit
-/// codes pass through), wasi:keyvalue, and for HTTP programs wasi:http.
-pub(crate) fn component_linker(engine: &wasmtime::Engine, imports: ComponentImports) -> Result<wasmtime::component::Linker<ComponentHost>> {
+/// codes pass through) and WASI 0.3 side by side (a component may import both: today's Rust toolchain
+/// emits that), wasi:http 0.2 and 0.3, and wasi:keyvalue. Both versions are backed by the same context,
+/// so every grant means the same for either. A command gets wasi:http too (its types, and outbound
+/// requests, which only `serve --allow-outbound` allows anywhere).
+pub(crate) fn component_linker(engine: &wasmtime::Engine) -> Result<wasmtime::component::Linker<ComponentHost>> {
     let mut linker = wasmtime::component::Linker::<ComponentHost>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
-    if imports == ComponentImports::Http {
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
-    }
+    wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(engine_err)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(engine_err)?;
     crate::kv::add_to_linker(&mut linker, |h: &mut ComponentHost| KvView { ctx: &h.kv, table: &mut h.wasi.table }).map_err(engine_err)?;
     Ok(linker)
 }

@@ -1,5 +1,6 @@
-//! wasi:http handlers: a component exporting `wasi:http/incoming-handler@0.2.x`, linked once
-//! (`ProxyPre`) and instantiated fresh for every request, so no state survives between requests.
+//! wasi:http handlers: a component exporting `wasi:http/incoming-handler@0.2.x` (`ProxyPre`) or
+//! `wasi:http/handler@0.3.x` (`ServicePre`), linked once and instantiated fresh for every request, so
+//! no state survives between requests.
 //!
 //! Each request gets its own store, built from the [`Grants`] like every other store (WASI context,
 //! outbound HTTP checked against the allow-list, key-value stores, memory limiter), and a deadline.
@@ -14,13 +15,17 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
+use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p3::Request as P3Request;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode as P3ErrorCode;
 
 use super::WasmtimeEngine;
 use super::compile::Compiled;
-use super::host::{self, ComponentHost, ComponentImports, Slicing};
+use super::host::{self, ComponentHost, Slicing};
 use super::outcome::{link_error, request_failure, root_cause};
 use crate::Result;
 use crate::engine::{BoxError, BoxFuture, Failure, HttpBody, HttpProgram, RequestLimits, not_runnable};
@@ -30,11 +35,14 @@ use crate::instance::{Stdio, StdioSpec};
 
 /// A loaded wasi:http component, ready to serve requests.
 #[derive(Clone)]
-pub(super) struct HttpHandler {
-    pre: ProxyPre<ComponentHost>,
+pub(super) enum HttpHandler {
+    /// `wasi:http/incoming-handler@0.2.x`: the response comes back through an outparam.
+    P2(ProxyPre<ComponentHost>),
+    /// `wasi:http/handler@0.3.x`: an async export returning the response, run in the store's event loop.
+    P3(ServicePre<ComponentHost>),
 }
 
-/// Loads a component that exports wasi:http/incoming-handler (0.2.x) for serving.
+/// Loads a component that exports wasi:http/handler (0.3.x) or wasi:http/incoming-handler (0.2.x).
 pub(super) fn load(engine: &WasmtimeEngine, input: &Input) -> Result<HttpHandler> {
     let component = match engine.load_compiled(input)? {
         Compiled::Component(c) => c,
@@ -45,18 +53,22 @@ pub(super) fn load(engine: &WasmtimeEngine, input: &Input) -> Result<HttpHandler
             )));
         }
     };
-    let linker = host::component_linker(&engine.engine, ComponentImports::Http)?;
+    let linker = host::component_linker(&engine.engine)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| link_error(&input.name, &e))?;
-    let pre = ProxyPre::new(pre).map_err(|e| {
-        let exports: Vec<String> = component.component_type().exports(&engine.engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = component.component_type().exports(&engine.engine).map(|(n, _)| n.to_string()).collect();
+    let unsupported = |e: wasmtime::Error| {
         not_runnable(format!(
-            "{}: unsupported world: serve needs a component exporting wasi:http/incoming-handler@0.2.x (it exports {}): {}",
+            "{}: unsupported world: serve needs a component exporting wasi:http/handler@0.3.x or \
+             wasi:http/incoming-handler@0.2.x (it exports {}): {}",
             input.name,
             if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") },
             root_cause(&e)
         ))
-    })?;
-    Ok(HttpHandler { pre })
+    };
+    if exports.iter().any(|e| e.starts_with("wasi:http/handler@0.3")) {
+        return Ok(HttpHandler::P3(ServicePre::new(pre).map_err(unsupported)?));
+    }
+    Ok(HttpHandler::P2(ProxyPre::new(pre).map_err(unsupported)?))
 }
 
 impl HttpProgram for HttpHandler {
@@ -67,8 +79,33 @@ impl HttpProgram for HttpHandler {
         limits: RequestLimits,
     ) -> BoxFuture<'a, Result<http::Response<HttpBody>, Failure>> {
         Box::pin(async move {
-            let resp = self.serve(req, grants, limits).await?;
-            Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+            if let (Some(max), Some(len)) = (limits.max_body, declared_length(&req))
+                && len > max
+            {
+                return Err(Failure::BodyTooLarge(max));
+            }
+            let stdio = Stdio { stdin: StdioSpec::Null, stdout: StdioSpec::Inherit, stderr: StdioSpec::Inherit };
+            let host = ComponentHost::new(grants, &stdio).map_err(|e| Failure::Host(e.to_string()))?;
+            let hit = host.limits.hit_flag();
+            let engine = match self {
+                HttpHandler::P2(pre) => pre.engine(),
+                HttpHandler::P3(pre) => pre.engine(),
+            };
+            let store = host::new_store(engine, host, Slicing::Yield);
+            let too_large = Arc::new(AtomicBool::new(false));
+            let req =
+                req.map(|b| LimitedBody { inner: b, left: limits.max_body, max: limits.max_body.unwrap_or(0), flag: too_large.clone() });
+            let ending = Ending { too_large, hit, limits };
+            match self {
+                HttpHandler::P2(pre) => {
+                    let resp = serve_p2(pre.clone(), store, req, ending).await?;
+                    Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+                }
+                HttpHandler::P3(pre) => {
+                    let resp = serve_p3(pre.clone(), store, req, ending).await?;
+                    Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+                }
+            }
         })
     }
 }
@@ -78,74 +115,151 @@ type Sent = Result<Result<http::Response<HyperOutgoingBody>, ErrorCode>, ()>;
 /// How the guest's run ended: `None` inside is the deadline.
 type Ran = std::result::Result<(), Option<wasmtime::Error>>;
 
-impl HttpHandler {
-    async fn serve(
-        &self,
-        req: http::Request<HttpBody>,
-        grants: &Grants,
-        limits: RequestLimits,
-    ) -> Result<http::Response<HyperOutgoingBody>, Failure> {
-        if let (Some(max), Some(len)) = (limits.max_body, declared_length(&req))
-            && len > max
-        {
-            return Err(Failure::BodyTooLarge(max));
+/// The guest's run, up to its deadline (`Err(None)`).
+async fn within<F: Future<Output = wasmtime::Result<()>>>(timeout: Option<std::time::Duration>, run: F) -> Ran {
+    match timeout {
+        Some(t) => match tokio::time::timeout(t, run).await {
+            Ok(r) => r.map_err(Some),
+            Err(_) => Err(None),
+        },
+        None => run.await.map_err(Some),
+    }
+}
+
+/// Which came first: the guest's end, or its answer.
+enum First<S> {
+    Ran(Ran),
+    Sent(S),
+}
+
+/// Runs the guest on this task (no hop to another thread) until it has answered on `rx` or ended.
+/// Most handlers finish within that first stretch; one that is still writing its body goes on in a
+/// task of its own while the response streams.
+async fn first<S>(run: impl Future<Output = Ran> + Send + 'static, rx: &mut tokio::sync::oneshot::Receiver<S>) -> First<S> {
+    let mut run = Box::pin(run);
+    let sent = std::future::poll_fn(|cx| {
+        if let Poll::Ready(ran) = run.as_mut().poll(cx) {
+            return Poll::Ready(Err(ran));
         }
-        let stdio = Stdio { stdin: StdioSpec::Null, stdout: StdioSpec::Inherit, stderr: StdioSpec::Inherit };
-        let host = ComponentHost::new(grants, &stdio).map_err(|e| Failure::Host(e.to_string()))?;
-        let hit = host.limits.hit_flag();
-        let mut store = host::new_store(self.pre.engine(), host, Slicing::Yield);
-        let too_large = Arc::new(AtomicBool::new(false));
-        let req = req.map(|b| LimitedBody { inner: b, left: limits.max_body, max: limits.max_body.unwrap_or(0), flag: too_large.clone() });
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let (req, out) = {
-            let mut view = store.data_mut().http_view();
-            let req = view.new_incoming_request(Scheme::Http, req).map_err(|e| Failure::Host(root_cause(&e)))?;
-            let out = view.new_response_outparam(tx).map_err(|e| Failure::Host(root_cause(&e)))?;
-            (req, out)
-        };
-        let pre = self.pre.clone();
-        let timeout = limits.timeout;
-        let run = async move {
-            let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
-            };
-            match timeout {
-                Some(t) => match tokio::time::timeout(t, run).await {
-                    Ok(r) => r.map_err(Some),
-                    Err(_) => Err(None),
-                },
-                None => run.await.map_err(Some),
-            }
-        };
-        let ending = Ending { too_large, hit, limits };
-        // The guest runs on this task (no hop to another thread) until it has answered. Most
-        // handlers finish within that first stretch; one that is still writing its body goes on in
-        // a task of its own while the response streams.
-        let mut run = Box::pin(run);
-        let mut rx = rx;
-        enum First<R, S> {
-            Ran(R),
-            Sent(S),
+        Pin::new(&mut *rx).poll(cx).map(Ok)
+    })
+    .await;
+    match sent {
+        Err(ran) => First::Ran(ran),
+        Ok(Ok(sent)) => {
+            tokio::spawn(run);
+            First::Sent(sent)
         }
-        let first = std::future::poll_fn(|cx| {
-            if let Poll::Ready(ran) = run.as_mut().poll(cx) {
-                return Poll::Ready(First::Ran(ran));
-            }
-            Pin::new(&mut rx).poll(cx).map(First::Sent)
-        })
-        .await;
-        match first {
-            First::Ran(ran) => ending.answered(rx.try_recv().map_err(|_| ()), Some(ran)),
-            First::Sent(Ok(sent)) => {
-                tokio::spawn(run);
-                ending.answered(Ok(sent), None)
-            }
-            First::Sent(Err(_)) => {
-                let ran = run.await;
-                ending.answered(Err(()), Some(ran))
-            }
-        }
+        // Dropped without an answer: the guest's end says why.
+        Ok(Err(_)) => First::Ran(run.await),
+    }
+}
+
+/// Serves one request with a WASI 0.2 handler: the response comes through its outparam.
+async fn serve_p2(
+    pre: ProxyPre<ComponentHost>,
+    mut store: wasmtime::Store<ComponentHost>,
+    req: http::Request<LimitedBody<HttpBody>>,
+    ending: Ending,
+) -> Result<http::Response<HyperOutgoingBody>, Failure> {
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let (req, out) = {
+        let mut view = store.data_mut().http_view();
+        let req = view.new_incoming_request(Scheme::Http, req).map_err(|e| Failure::Host(root_cause(&e)))?;
+        let out = view.new_response_outparam(tx).map_err(|e| Failure::Host(root_cause(&e)))?;
+        (req, out)
+    };
+    let timeout = ending.limits.timeout;
+    let run = within(timeout, async move {
+        let proxy = pre.instantiate_async(&mut store).await?;
+        proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+    });
+    match first(run, &mut rx).await {
+        First::Sent(sent) => ending.answered(Ok(sent), None),
+        First::Ran(ran) => ending.answered(rx.try_recv().map_err(|_| ()), Some(ran)),
+    }
+}
+
+/// What a WASI 0.3 handler returned: a response, or an error code.
+type P3Sent = Result<http::Response<WasiBody>, P3ErrorCode>;
+
+/// Serves one request with a WASI 0.3 handler: `handle` returns the response, whose body the guest
+/// may go on writing; the store's event loop runs until the client has it all.
+async fn serve_p3(
+    pre: ServicePre<ComponentHost>,
+    mut store: wasmtime::Store<ComponentHost>,
+    req: http::Request<LimitedBody<HttpBody>>,
+    ending: Ending,
+) -> Result<http::Response<WasiBody>, Failure> {
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<P3Sent>();
+    let (req, _io) = P3Request::from_http(store.data_mut().http_view().hooks, with_origin(req));
+    let timeout = ending.limits.timeout;
+    let run = within(timeout, async move {
+        let service = pre.instantiate_async(&mut store).await?;
+        store
+            .run_concurrent(async move |s| {
+                let res = match service.handle(s, req).await? {
+                    Ok(res) => res,
+                    Err(code) => {
+                        let _ = tx.send(Err(code));
+                        return Ok(());
+                    }
+                };
+                let res = s.with(|s| res.into_http(s, async { Ok(()) }))?;
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+                let _ = tx.send(Ok(res.map(|b| Watched { inner: b, _done: done_tx }.boxed_unsync())));
+                let _ = done_rx.await; // the client has the whole body (or is gone)
+                wasmtime::Result::<()>::Ok(())
+            })
+            .await?
+    });
+    let (sent, ran) = match first(run, &mut rx).await {
+        First::Sent(sent) => (Ok(sent), None),
+        First::Ran(ran) => (rx.try_recv().map_err(|_| ()), Some(ran)),
+    };
+    match sent {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(code)) => Err(ending.too_large().unwrap_or_else(|| Failure::ErrorCode(format!("{code:?}")))),
+        Err(()) => Err(ending.unanswered(ran)),
+    }
+}
+
+/// The request as the guest sees it: an HTTP/1.1 request names only its path, so the scheme (`http`)
+/// and the authority (its `Host`) are filled in, as `new_incoming_request` does for WASI 0.2.
+fn with_origin<B>(mut req: http::Request<B>) -> http::Request<B> {
+    let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).and_then(|h| h.parse().ok());
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme.get_or_insert(http::uri::Scheme::HTTP);
+    if parts.authority.is_none() {
+        parts.authority = host;
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    req
+}
+
+/// A response body that tells the guest's run when the client is done with it (read to the end, or
+/// dropped with the connection).
+struct Watched<B> {
+    inner: B,
+    _done: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<B: Body + Unpin> Body for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<std::result::Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -165,12 +279,17 @@ impl Ending {
         match sent {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(code)) => Err(self.too_large().unwrap_or_else(|| Failure::ErrorCode(format!("{code:?}")))),
-            // The outparam was dropped unset: how the guest ended tells why.
-            Err(()) => match ran {
-                Some(Ok(())) | None => Err(self.too_large().unwrap_or(Failure::NoResponse)),
-                Some(Err(None)) => Err(Failure::Timeout(self.limits.timeout.unwrap_or_default())),
-                Some(Err(Some(e))) => Err(self.too_large().unwrap_or_else(|| request_failure(&e, self.hit.load(Ordering::SeqCst)))),
-            },
+            Err(()) => Err(self.unanswered(ran)),
+        }
+    }
+
+    /// The guest gave no answer (the outparam dropped unset, or `handle` never returned): how it
+    /// ended tells why.
+    fn unanswered(&self, ran: Option<Ran>) -> Failure {
+        match ran {
+            Some(Ok(())) | None => self.too_large().unwrap_or(Failure::NoResponse),
+            Some(Err(None)) => Failure::Timeout(self.limits.timeout.unwrap_or_default()),
+            Some(Err(Some(e))) => self.too_large().unwrap_or_else(|| request_failure(&e, self.hit.load(Ordering::SeqCst))),
         }
     }
 }

@@ -80,7 +80,8 @@ pub struct WasmtimeEngine {
 impl WasmtimeEngine {
     pub fn new(options: EngineOptions) -> Result<WasmtimeEngine> {
         let mut config = Config::new();
-        config.epoch_interruption(true).wasm_component_model(true);
+        // WASI 0.3 needs the component model's async ABI (what `wasmtime -Wcomponent-model-async` turns on).
+        config.epoch_interruption(true).wasm_component_model(true).wasm_component_model_async(true);
         if let Some(stack) = options.max_stack {
             if stack < 16 << 10 {
                 return Err(Error::Config("--max-stack must be at least 16K".into()));
