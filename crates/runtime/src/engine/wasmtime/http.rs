@@ -196,22 +196,35 @@ async fn serve_p3(
     let timeout = ending.limits.timeout;
     let run = within(timeout, async move {
         let service = pre.instantiate_async(&mut store).await?;
-        store
-            .run_concurrent(async move |s| {
-                let res = match service.handle(s, req).await? {
-                    Ok(res) => res,
-                    Err(code) => {
-                        let _ = tx.send(Err(code));
-                        return Ok(());
-                    }
-                };
-                let res = s.with(|s| res.into_http(s, async { Ok(()) }))?;
-                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-                let _ = tx.send(Ok(res.map(|b| Watched { inner: b, _done: done_tx }.boxed_unsync())));
-                let _ = done_rx.await; // the client has the whole body (or is gone)
-                wasmtime::Result::<()>::Ok(())
-            })
-            .await?
+        // The store's event loop runs until the client has the whole body (the guest may still be
+        // writing it). That end is awaited out here, not inside the loop: a wake-up from inside came
+        // late or not at all for some requests, whose stores then lived on to their deadline and
+        // used up the instance pool (500s under load). The body ends only once the store is gone, so
+        // the request's instance slot is free before the server admits the next one.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = store.run_concurrent(async move |s| {
+            let res = match service.handle(s, req).await? {
+                Ok(res) => res,
+                Err(code) => {
+                    let _ = tx.send(Err(code));
+                    return Ok(());
+                }
+            };
+            let res = s.with(|s| res.into_http(s, async { Ok(()) }))?;
+            let watched = |inner| Watched { inner, done: Some(done_tx), ended: ended_rx };
+            let _ = tx.send(Ok(res.map(|b| watched(b).boxed_unsync())));
+            std::future::pending::<()>().await;
+            wasmtime::Result::<()>::Ok(())
+        });
+        let served = tokio::select! {
+            biased;
+            served = serving => served?,
+            _ = done_rx => Ok(()),
+        };
+        drop(store);
+        drop(ended_tx);
+        served
     });
     let (sent, ran) = match first(run, &mut rx).await {
         First::Sent(sent) => (Ok(sent), None),
@@ -239,11 +252,14 @@ fn with_origin<B>(mut req: http::Request<B>) -> http::Request<B> {
     req
 }
 
-/// A response body that tells the guest's run when the client is done with it (read to the end, or
-/// dropped with the connection).
+/// A response body that tells the guest's run when the client has all of it (or is gone, when it is
+/// dropped), and ends only once the run has dropped its store.
 struct Watched<B> {
     inner: B,
-    _done: tokio::sync::oneshot::Sender<()>,
+    /// Taken (dropped) when `inner` has ended: the run may drop the store.
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Resolves once the store is gone.
+    ended: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl<B: Body + Unpin> Body for Watched<B> {
@@ -251,11 +267,17 @@ impl<B: Body + Unpin> Body for Watched<B> {
     type Error = B::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<std::result::Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        if self.done.is_some() {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(None) => drop(self.done.take()),
+                other => return other,
+            }
+        }
+        Pin::new(&mut self.ended).poll(cx).map(|_| None)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        false
     }
 
     fn size_hint(&self) -> SizeHint {
