@@ -230,16 +230,13 @@ async fn accept_loop(
                     Placed::Away => continue,
                 },
             },
-            Some(Ok(Arrival::Handed((stream, peer, permit)))) => {
-                let Some(open) = seat.as_ref().map(Seat::opened) else { continue };
-                match TcpStream::from_std(stream) {
-                    Ok(stream) => (Some(open), stream, peer, permit),
-                    Err(e) => {
-                        tracing::warn!(%peer, "cannot take over a connection: {e}");
-                        continue;
-                    }
+            Some(Ok(Arrival::Handed((stream, peer, permit, open)))) => match TcpStream::from_std(stream) {
+                Ok(stream) => (Some(open), stream, peer, permit),
+                Err(e) => {
+                    tracing::warn!(%peer, "cannot take over a connection: {e}");
+                    continue;
                 }
-            }
+            },
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(conn::GuardedIo::new(stream, &shared.config.conn));

@@ -16,8 +16,9 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-/// A connection accepted on one thread, to be served on another (with its connection-cap permit).
-pub(crate) type Handoff = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
+/// A connection accepted on one thread, to be served on another (with its connection-cap permit and
+/// its count there).
+pub(crate) type Handoff = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit, Open);
 
 /// The open-connection counts and inboxes of all serving threads.
 pub(crate) struct Spread {
@@ -50,9 +51,9 @@ impl Spread {
 }
 
 impl Seat {
-    /// The thread that serves the next connection: the one with the fewest open, this one on a tie.
-    /// Counts it as open there; [`Seat::closed`] (on the serving thread) undoes that.
-    pub(crate) fn pick(&self) -> usize {
+    /// The thread that serves the next connection: the one with the fewest open, this one on a tie;
+    /// counted open there until the guard is dropped.
+    pub(crate) fn pick(&self) -> Open {
         let open = &self.spread.open;
         let mut best = self.me;
         let mut fewest = open[self.me].load(Ordering::Relaxed);
@@ -62,18 +63,21 @@ impl Seat {
                 (best, fewest) = (i, n);
             }
         }
-        open[best].fetch_add(1, Ordering::Relaxed);
-        best
+        self.count(best)
     }
 
-    /// Serves an accepted connection here, or hands it to the thread [`Seat::pick`] names (and serves
-    /// it here after all if that thread no longer serves).
+    fn count(&self, at: usize) -> Open {
+        self.spread.open[at].fetch_add(1, Ordering::Relaxed);
+        Open { spread: self.spread.clone(), at }
+    }
+
+    /// Serves an accepted connection here, or hands it (with its count) to the thread [`Seat::pick`]
+    /// names, and serves it here after all if that thread no longer serves.
     pub(crate) fn place(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) -> Placed {
-        let to = self.pick();
-        if to == self.me {
-            return Placed::Here(self.opened(), stream, permit);
+        let open = self.pick();
+        if open.at == self.me {
+            return Placed::Here(open, stream, permit);
         }
-        let moved = Open { spread: self.spread.clone(), at: to };
         let stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
@@ -81,30 +85,22 @@ impl Seat {
                 return Placed::Away;
             }
         };
-        match self.spread.inboxes[to].send((stream, peer, permit)) {
-            Ok(()) => {
-                std::mem::forget(moved); // now counted by the thread it went to
-                Placed::Away
-            }
+        let to = open.at;
+        match self.spread.inboxes[to].send((stream, peer, permit, open)) {
+            Ok(()) => Placed::Away,
             Err(back) => {
-                drop(moved);
-                let (stream, _, permit) = back.0;
-                self.spread.open[self.me].fetch_add(1, Ordering::Relaxed);
+                let (stream, _, permit, elsewhere) = back.0;
+                drop(elsewhere);
                 match TcpStream::from_std(stream) {
-                    Ok(s) => Placed::Here(self.opened(), s, permit),
+                    Ok(s) => Placed::Here(self.count(self.me), s, permit),
                     Err(_) => Placed::Away,
                 }
             }
         }
     }
-
-    /// A guard that counts one connection open on this thread until dropped.
-    pub(crate) fn opened(&self) -> Open {
-        Open { spread: self.spread.clone(), at: self.me }
-    }
 }
 
-/// One open connection of a serving thread (already counted by [`Seat::pick`]).
+/// One open connection counted on a serving thread, until dropped.
 pub(crate) struct Open {
     spread: Arc<Spread>,
     at: usize,
@@ -124,14 +120,16 @@ mod tests {
     fn a_connection_goes_to_the_thread_with_the_fewest_open() {
         let seats = Spread::seats(3);
         // Thread 0 accepts three in a row: they go to 0 (tie), then 1, then 2.
-        assert_eq!([seats[0].pick(), seats[0].pick(), seats[0].pick()], [0, 1, 2]);
-        let open: Vec<_> = (0..3).map(|i| seats[i].opened()).collect();
+        let open: Vec<Open> = (0..3).map(|_| seats[0].pick()).collect();
+        assert_eq!(open.iter().map(|o| o.at).collect::<Vec<_>>(), [0, 1, 2]);
         // All tie again: the accepting thread keeps it.
-        assert_eq!(seats[2].pick(), 2);
-        let _extra = seats[2].opened();
+        let extra = seats[2].pick();
+        assert_eq!(extra.at, 2);
         drop(open);
         // Thread 2 still has one open: thread 1 now accepts and keeps it, thread 2 gives one to 0.
-        assert_eq!(seats[1].pick(), 1);
-        assert_eq!(seats[2].pick(), 0);
+        let kept = seats[1].pick();
+        assert_eq!(kept.at, 1);
+        let given = seats[2].pick();
+        assert_eq!(given.at, 0);
     }
 }
