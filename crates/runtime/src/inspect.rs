@@ -134,6 +134,62 @@ pub fn proposals(bytes: &[u8]) -> Vec<&'static str> {
     PROPOSALS.iter().filter(|(_, f)| !valid(WasmFeatures::all().difference(*f))).map(|(name, _)| *name).collect()
 }
 
+/// Whether a component uses the component model's async ABI (WASI 0.3 is built on it): an async lift or
+/// lower, an async function type, a stream or future type, or any of the task, stream, future,
+/// waitable and thread built-ins. Only such a component needs an engine with concurrency support,
+/// which costs every other component's calls (see the engine's `Flavor`). A parse, no validation: a
+/// binary this misreads is compiled by the concurrent engine after the plain one refuses it.
+pub fn uses_component_async(bytes: &[u8]) -> bool {
+    use wasmparser::{CanonicalFunction as F, CanonicalOption, ComponentDefinedType as D, ComponentType as T};
+    let async_options =
+        |options: &[CanonicalOption]| options.iter().any(|o| matches!(o, CanonicalOption::Async | CanonicalOption::Callback(_)));
+    let async_type = |ty: &T| match ty {
+        T::Func(f) => f.async_,
+        T::Defined(d) => matches!(d, D::Stream(_) | D::Future(_)),
+        _ => false,
+    };
+    if kind_of(bytes) != Some(WasmKind::Component) {
+        return false;
+    }
+    for payload in Parser::new(0).parse_all(bytes) {
+        let Ok(payload) = payload else { return false };
+        match payload {
+            Payload::ComponentCanonicalSection(r) => {
+                for f in r {
+                    let Ok(f) = f else { return false };
+                    let plain = match &f {
+                        F::Lift { options, .. } | F::Lower { options, .. } => !async_options(options),
+                        F::ResourceNew { .. } | F::ResourceDrop { .. } | F::ResourceRep { .. } => true,
+                        _ => false,
+                    };
+                    if !plain {
+                        return true;
+                    }
+                }
+            }
+            Payload::ComponentTypeSection(r) => {
+                for ty in r {
+                    let Ok(ty) = ty else { return false };
+                    let nested = match &ty {
+                        T::Component(decls) => {
+                            decls.iter().any(|d| matches!(d, wasmparser::ComponentTypeDeclaration::Type(t) if async_type(t)))
+                        }
+                        T::Instance(decls) => {
+                            decls.iter().any(|d| matches!(d, wasmparser::InstanceTypeDeclaration::Type(t) if async_type(t)))
+                        }
+                        _ => false,
+                    };
+                    if nested || async_type(&ty) {
+                        return true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// One import or export: `module::name` for core modules, the interface or function name for
 /// components; `kind` is func, memory, table, global, tag, instance, component, module, type or value.
 #[derive(Debug, Serialize)]
@@ -298,5 +354,30 @@ mod tests {
         assert!(matches!(Input::from_bytes("x".into(), b"#!/bin/sh\n".to_vec()), Err(Error::NotRunnable(_))));
         assert!(matches!(Input::from_bytes("x".into(), b"(module (func $f (i32.bogus)))".to_vec()), Err(Error::NotRunnable(_))));
         assert!(matches!(inspect(b"\0asm\x01\0\0\0\x01\xff"), Err(Error::NotRunnable(_))));
+    }
+
+    #[test]
+    fn component_async_abi_is_seen_where_wasi_0_3_uses_it() {
+        let uses = |wat: &str| uses_component_async(&wat::parse_str(wat).unwrap());
+        // No async ABI: a 0.2-style component with a lifted sync function and a resource.
+        assert!(!uses(
+            r#"(component
+                 (core module $m (func (export "f") (result i32) i32.const 0))
+                 (core instance $i (instantiate $m))
+                 (type $r (resource (rep i32)))
+                 (func (export "f") (result u32) (canon lift (core func $i "f"))))"#
+        ));
+        assert!(!uses("(module)"), "a core module never needs it");
+        // Each way WASI 0.3 needs it: a stream type, an async function type, an async lift, a built-in.
+        assert!(uses("(component (type (stream u8)))"));
+        assert!(uses("(component (type (func async (result u32))))"));
+        assert!(uses(r#"(component (type (instance (type (future u32)))))"#));
+        assert!(uses(
+            r#"(component
+                 (core module $m (func (export "f") (result i32) i32.const 0))
+                 (core instance $i (instantiate $m))
+                 (func (export "f") (canon lift (core func $i "f") async)))"#
+        ));
+        assert!(uses(r#"(component (core func (canon backpressure.inc)))"#));
     }
 }

@@ -24,8 +24,8 @@ pub(super) fn load(engine: &WasmtimeEngine, input: &Input, entry: Option<&str>) 
         Compiled::Module(module) => {
             let entry = entry.unwrap_or("_start");
             check_entry(&module, entry, &input.name)?;
-            let pre = host::module_linker(&engine.engine)?.instantiate_pre(&module).map_err(|e| link_error(&input.name, &e))?;
-            Ok(Arc::new(ModuleProgram { engine: engine.engine.clone(), pre, entry: entry.into() }))
+            let pre = host::module_linker(module.engine())?.instantiate_pre(&module).map_err(|e| link_error(&input.name, &e))?;
+            Ok(Arc::new(ModuleProgram { engine: module.engine().clone(), pre, entry: entry.into() }))
         }
         Compiled::Component(_) if entry.is_some() => Err(not_runnable(format!(
             "{}: a component runs wasi:cli/run; `#{}` picks an export of a core module only",
@@ -33,14 +33,14 @@ pub(super) fn load(engine: &WasmtimeEngine, input: &Input, entry: Option<&str>) 
             entry.unwrap_or_default()
         ))),
         Compiled::Component(component) => {
-            let world = check_command_world(&engine.engine, &component, &input.name)?;
-            let linker = host::component_linker(&engine.engine)?;
+            let world = check_command_world(component.engine(), &component, &input.name)?;
+            let linker = host::component_linker(component.engine())?;
             let pre = linker.instantiate_pre(&component).map_err(|e| link_error(&input.name, &e))?;
             let pre = match world {
                 Cli::P2 => Entry::P2(CommandPre::new(pre).map_err(|e| link_error(&input.name, &e))?),
                 Cli::P3 => Entry::P3(P3CommandPre::new(pre).map_err(|e| link_error(&input.name, &e))?),
             };
-            Ok(Arc::new(ComponentProgram { engine: engine.engine.clone(), pre }))
+            Ok(Arc::new(ComponentProgram { engine: component.engine().clone(), pre }))
         }
     }
 }

@@ -89,13 +89,16 @@ pub(crate) fn module_linker(engine: &wasmtime::Engine) -> Result<wasmtime::Linke
 /// codes pass through) and WASI 0.3 side by side (a component may import both: today's Rust toolchain
 /// emits that), wasi:http 0.2 and 0.3, and wasi:keyvalue. Both versions are backed by the same context,
 /// so every grant means the same for either. A command gets wasi:http too (its types, and outbound
-/// requests, which only `serve --allow-outbound` allows anywhere).
+/// requests, which only `serve --allow-outbound` allows anywhere). WASI 0.3 only on the engine with
+/// concurrency support: a component on the other imports no 0.3 interface.
 pub(crate) fn component_linker(engine: &wasmtime::Engine) -> Result<wasmtime::component::Linker<ComponentHost>> {
     let mut linker = wasmtime::component::Linker::<ComponentHost>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
-    wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(engine_err)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
-    wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(engine_err)?;
+    if engine.get_concurrency_support() {
+        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(engine_err)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(engine_err)?;
+    }
     crate::kv::add_to_linker(&mut linker, |h: &mut ComponentHost| KvView { ctx: &h.kv, table: &mut h.wasi.table }).map_err(engine_err)?;
     Ok(linker)
 }

@@ -53,9 +53,9 @@ pub(super) fn load(engine: &WasmtimeEngine, input: &Input) -> Result<HttpHandler
             )));
         }
     };
-    let linker = host::component_linker(&engine.engine)?;
+    let linker = host::component_linker(component.engine())?;
     let pre = linker.instantiate_pre(&component).map_err(|e| link_error(&input.name, &e))?;
-    let exports: Vec<String> = component.component_type().exports(&engine.engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = component.component_type().exports(component.engine()).map(|(n, _)| n.to_string()).collect();
     let unsupported = |e: wasmtime::Error| {
         not_runnable(format!(
             "{}: unsupported world: serve needs a component exporting wasi:http/handler@0.3.x or \

@@ -1,5 +1,5 @@
 //! The wasmtime engine: core modules (WASI preview 1) and components (wasi:cli/command and wasi:http,
-//! WASI 0.2), async host calls on the caller's tokio runtime, epoch interruption for kill, timeout and
+//! WASI 0.2 and 0.3), async host calls on the caller's tokio runtime, epoch interruption for kill, timeout and
 //! time slicing. Its rooms:
 //!
 //! - this file: [`WasmtimeEngine`] and the engine-wide [`Config`] built from [`EngineOptions`];
@@ -12,7 +12,7 @@
 //!
 //! Nothing here grants a capability: the store state is built from [`crate::grants::Grants`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use wasmtime::Config;
 
@@ -69,19 +69,32 @@ pub enum Allocator {
 }
 
 /// [`Engine`] backed by wasmtime.
+///
+/// Two wasmtime engines with the same settings but one: whether the component model's concurrency
+/// (WASI 0.3's async ABI) is supported. With it on, every call into every component goes through
+/// the store's concurrent event loop, which costs a WASI 0.2 request a third of its time (measured:
+/// docs/decisions/0031-two-engines.md). So core modules and components that use no async ABI get the `plain`
+/// engine, and the `concurrent` one is made the first time a component needs it.
 #[derive(Clone)]
 pub struct WasmtimeEngine {
-    engine: wasmtime::Engine,
-    fingerprint: [u8; 32],
+    plain: Flavor,
+    concurrent: Arc<OnceLock<std::result::Result<Flavor, String>>>,
+    config: Config,
     options: EngineOptions,
     allocator: Allocator,
+}
+
+/// One wasmtime engine and the fingerprint that keys its compiled code in the cache.
+#[derive(Clone)]
+pub(super) struct Flavor {
+    engine: wasmtime::Engine,
+    fingerprint: [u8; 32],
 }
 
 impl WasmtimeEngine {
     pub fn new(options: EngineOptions) -> Result<WasmtimeEngine> {
         let mut config = Config::new();
-        // WASI 0.3 needs the component model's async ABI (what `wasmtime -Wcomponent-model-async` turns on).
-        config.epoch_interruption(true).wasm_component_model(true).wasm_component_model_async(true);
+        config.epoch_interruption(true).wasm_component_model(true);
         if let Some(stack) = options.max_stack {
             if stack < 16 << 10 {
                 return Err(Error::Config("--max-stack must be at least 16K".into()));
@@ -92,12 +105,32 @@ impl WasmtimeEngine {
         if options.single_instance {
             config.memory_init_cow(false);
         }
+        let (plain, allocator) = Self::flavor(&options, config.clone().concurrency_support(false).wasm_component_model_async(false))?;
+        Ok(WasmtimeEngine { plain, concurrent: Arc::default(), config, options, allocator })
+    }
+
+    fn flavor(options: &EngineOptions, config: &mut Config) -> Result<(Flavor, Allocator)> {
         let (engine, allocator) = match options.pooling {
-            None => (wasmtime::Engine::new(&config).map_err(outcome::engine_err)?, Allocator::OnDemand),
-            Some(pool) => pool::pooled_engine(&mut config, pool)?,
+            None => (wasmtime::Engine::new(config).map_err(outcome::engine_err)?, Allocator::OnDemand),
+            Some(pool) => pool::pooled_engine(config, pool)?,
         };
         let fingerprint = compile::fingerprint(&engine);
-        Ok(WasmtimeEngine { engine, fingerprint, options, allocator })
+        Ok((Flavor { engine, fingerprint }, allocator))
+    }
+
+    /// The engine for components that use the async ABI (WASI 0.3: what `wasmtime
+    /// -Wcomponent-model-async` turns on), made on first use with its own pool.
+    pub(super) fn concurrent(&self) -> Result<&Flavor> {
+        let made = self.concurrent.get_or_init(|| {
+            let mut config = self.config.clone();
+            config.concurrency_support(true).wasm_component_model_async(true);
+            let (flavor, allocator) = Self::flavor(&self.options, &mut config).map_err(|e| e.to_string())?;
+            if allocator != self.allocator {
+                tracing::warn!(?allocator, "the engine for WASI 0.3 components got a smaller instance pool");
+            }
+            Ok(flavor)
+        });
+        made.as_ref().map_err(|e| Error::Config(e.clone()))
     }
 
     /// The allocator in use (the pool may be smaller than asked for).
@@ -105,9 +138,10 @@ impl WasmtimeEngine {
         self.allocator
     }
 
-    /// The underlying wasmtime engine (for measurements that go around the seam, e.g. instance-cost).
+    /// The wasmtime engine that runs core modules and components without the async ABI (for
+    /// measurements that go around the seam, e.g. instance-cost).
     pub fn wasmtime(&self) -> &wasmtime::Engine {
-        &self.engine
+        &self.plain.engine
     }
 }
 
@@ -128,18 +162,22 @@ impl Engine for WasmtimeEngine {
         if input.precompiled {
             return Err(crate::engine::not_runnable(format!("{}: is already precompiled", input.name)));
         }
-        self.compile(input, input.kind()?)
+        Ok(self.compile(input, input.kind()?)?.1)
     }
 
-    /// A thread advances the epoch every 5 ms for as long as this engine lives.
+    /// A thread advances the epoch every 5 ms for as long as this engine lives (both flavours).
     fn start_time_slicing(&self) -> std::io::Result<()> {
-        let ticker = self.engine.weak();
+        let ticker = self.plain.engine.weak();
+        let concurrent = Arc::downgrade(&self.concurrent);
         std::thread::Builder::new()
             .name("wasmcell-epoch".into())
             .spawn(move || {
                 while let Some(engine) = ticker.upgrade() {
                     engine.increment_epoch();
                     drop(engine);
+                    if let Some(Ok(flavor)) = concurrent.upgrade().as_deref().and_then(OnceLock::get) {
+                        flavor.engine.increment_epoch();
+                    }
                     std::thread::sleep(pacing::SLICE);
                 }
             })

@@ -33,7 +33,7 @@ pub(super) fn load(engine: &WasmtimeEngine, input: &Input) -> Result<WagiHandler
     if module.get_export("_start").is_none() {
         return Err(not_runnable(format!("{}: module exports no `_start` function: not a WAGI handler", input.name)));
     }
-    let pre = host::module_linker(&engine.engine)?.instantiate_pre(&module).map_err(|e| link_error(&input.name, &e))?;
+    let pre = host::module_linker(module.engine())?.instantiate_pre(&module).map_err(|e| link_error(&input.name, &e))?;
     Ok(WagiHandler { pre })
 }
 
