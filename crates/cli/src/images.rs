@@ -13,8 +13,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use wasmcell_oci::auth::CredentialStore;
 use wasmcell_oci::launch::Launch;
 use wasmcell_oci::registry::{self, Client, Event, Options, PullReport};
-use wasmcell_oci::{Reference, Store};
+use wasmcell_oci::{Reference, Store, trust};
 use wasmcell_runtime::home::Home;
+use wasmcell_sign::Policy;
 
 /// The image store under the home.
 pub fn store() -> Result<Store> {
@@ -42,6 +43,35 @@ pub struct RegistryFlags {
 
 fn parse_size_flag(s: &str) -> std::result::Result<u64, String> {
     wasmcell_runtime::policy::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// The flags of commands that must honour the signature policy (pull, run IMAGE, serve IMAGE).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrustFlags {
+    /// The signature policy (containers-policy.json, podman's format) images must satisfy before anything
+    /// is fetched or run [default: $WASMCELL_HOME/policy.json, else /etc/containers/policy.json, else
+    /// every image is accepted].
+    #[arg(long = "signature-policy", value_name = "FILE")]
+    pub signature_policy: Option<PathBuf>,
+}
+
+/// Where the signature policy comes from when no flag names it, first found first.
+pub fn policy_paths() -> [PathBuf; 2] {
+    [Home::from_env().root().join("policy.json"), PathBuf::from("/etc/containers/policy.json")]
+}
+
+/// The signature policy in force: the flag's file, else the first of [`policy_paths`] that exists,
+/// else none (every image accepted, as before there were policies).
+pub fn policy(flags: &TrustFlags) -> Result<Option<Arc<Policy>>> {
+    let path = match &flags.signature_policy {
+        Some(path) => path.clone(),
+        None => match policy_paths().into_iter().find(|p| p.exists()) {
+            Some(path) => path,
+            None => return Ok(None),
+        },
+    };
+    let policy = Policy::load(&path).with_context(|| format!("signature policy {}", path.display()))?;
+    Ok(Some(Arc::new(policy)))
 }
 
 /// When `run` pulls an image.
@@ -105,25 +135,36 @@ fn progress_bars() -> registry::ProgressFn {
     })
 }
 
-/// Pulls `reference` into the store.
-pub fn pull(store: &Store, reference: &Reference, flags: &RegistryFlags, progress: bool) -> Result<PullReport> {
-    let client = Client::new(options(flags, progress), reference)?;
+/// Pulls `reference` into the store, if `policy` accepts it.
+pub fn pull(
+    store: &Store,
+    reference: &Reference,
+    flags: &RegistryFlags,
+    policy: Option<Arc<Policy>>,
+    progress: bool,
+) -> Result<PullReport> {
+    let mut options = options(flags, progress);
+    options.policy = policy;
+    let client = Client::new(options, reference)?;
     let report = tokio()?.block_on(client.pull(store, reference))?;
     Ok(report)
 }
 
 /// A `run`/`serve` target: a file path as is, or an image resolved (and pulled per `policy`)
 /// into the wasm file to load and what its config says.
-pub fn resolve_target(target: &str, policy: PullPolicy, flags: &RegistryFlags) -> Result<(PathBuf, Option<Launch>)> {
+pub fn resolve_target(target: &str, policy: PullPolicy, flags: &RegistryFlags, trust: &TrustFlags) -> Result<(PathBuf, Option<Launch>)> {
     if looks_like_file(target) {
         return Ok((PathBuf::from(target), None));
     }
-    let launch = resolve(&parse_ref(target)?, policy, flags)?;
+    let launch = resolve(&parse_ref(target)?, policy, flags, trust)?;
     Ok((launch.wasm.clone(), Some(launch)))
 }
 
-/// Finds `reference` in the store (pulling it as `policy` says) and resolves what to run.
-pub fn resolve(reference: &Reference, policy: PullPolicy, flags: &RegistryFlags) -> Result<Launch> {
+/// Finds `reference` in the store (pulling it as `policy` says), checks it against the signature
+/// policy with the signatures stored beside it (an image pulled or loaded before the policy existed
+/// is judged too), and resolves what to run.
+pub fn resolve(reference: &Reference, policy: PullPolicy, flags: &RegistryFlags, trust: &TrustFlags) -> Result<Launch> {
+    let signature_policy = self::policy(trust)?;
     let store = store()?;
     let name = reference.to_string();
     let record = match (policy, store.get_name(&name)?) {
@@ -133,10 +174,14 @@ pub fn resolve(reference: &Reference, policy: PullPolicy, flags: &RegistryFlags)
         // What is stored is what runs: `never` never connects, and `missing` only when it must.
         (PullPolicy::Never | PullPolicy::Missing, Some(record)) => record,
         _ => {
-            pull(&store, reference, flags, true)?;
+            pull(&store, reference, flags, signature_policy.clone(), true)?;
             store.get_name(&name)?.ok_or_else(|| wasmcell_oci::Error::ImageNotFound(name.clone()))?
         }
     };
+    if let Some(signature_policy) = &signature_policy {
+        let verdict = trust::check_stored(&store, signature_policy, reference, &record)?;
+        tracing::debug!(image = %name, "{verdict}");
+    }
     Ok(Launch::from_store(&store, reference, &record)?)
 }
 

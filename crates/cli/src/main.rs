@@ -25,7 +25,8 @@ use wasmcell_exit as exit;
     after_help = exit::TABLE,
     after_long_help = concat!(
         "Environment:\n  WASMCELL_HOME  where state lives (default /var/lib/wasmcell for root, else ~/.local/share/wasmcell)\n",
-        "  WASMCELL_LOG   log filter for stderr, e.g. debug or wasmcell=debug\n\n",
+        "  WASMCELL_LOG   log filter for stderr, e.g. debug or wasmcell=debug\n",
+        "  WASMCELL_PASSWORD  the password of a private signing key (key generate, sign, push --sign)\n\n",
     ),
 )]
 struct Cli {
@@ -52,6 +53,9 @@ enum Command {
     Prune(commands::prune::PruneCommand),
     System(commands::system::SystemCommand),
     Kv(commands::kv::KvCommand),
+    Key(commands::key::KeyCommand),
+    Sign(commands::sign::SignCommand),
+    Verify(commands::sign::VerifyCommand),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,9 @@ fn main() -> ExitCode {
         Command::Prune(c) => c.execute().map(|()| ExitCode::SUCCESS),
         Command::System(c) => c.execute(),
         Command::Kv(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Key(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Sign(c) => c.execute().map(|()| ExitCode::SUCCESS),
+        Command::Verify(c) => c.execute().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -18,6 +18,9 @@ pub const WASMCELL_ERROR: u8 = 125;
 pub const NOT_RUNNABLE: u8 = 126;
 /// The file, image or key does not exist (locally, or in the registry).
 pub const NOT_FOUND: u8 = 127;
+/// The signature policy refused the image: no signature where one is required, one that does not
+/// verify with a trusted key or names another image or digest, or a `reject` scope.
+pub const UNTRUSTED: u8 = 122;
 /// The guest trapped (as a native process killed by SIGABRT: 128 + 6).
 pub const TRAP: u8 = 134;
 /// The guest hit its memory cap (as a container the OOM killer stopped: 128 + SIGKILL).
@@ -30,6 +33,8 @@ pub const TABLE: &str = "\
 Exit codes:
   0-255  the guest's own exit code, passed through
   1      (system check) the store has problems
+  122    the signature policy refused the image (unsigned, a bad or untrusted
+         signature, a signature of another image or digest, a reject scope)
   124    the guest exceeded --timeout
   125    wasmcell's own error (bad flags, a mount that does not exist, a registry or
          authentication failure, content that fails its digest check, ...)
@@ -61,6 +66,7 @@ pub fn for_oci(e: &OciError) -> u8 {
         | OciError::UnsafeLayer { .. }
         | OciError::TooLarge { .. }
         | OciError::TooManyEntries { .. } => NOT_RUNNABLE,
+        OciError::Untrusted { .. } => UNTRUSTED,
         OciError::InvalidReference { .. }
         | OciError::Unauthorized { .. }
         | OciError::Registry(_)
@@ -77,6 +83,11 @@ pub fn for_oci(e: &OciError) -> u8 {
 pub fn for_error(err: &anyhow::Error) -> u8 {
     if let Some(e) = err.downcast_ref::<OciError>() {
         return for_oci(e);
+    }
+    if let Some(wasmcell_sign::Error::Io { source, .. }) = err.downcast_ref::<wasmcell_sign::Error>()
+        && source.kind() == std::io::ErrorKind::NotFound
+    {
+        return NOT_FOUND;
     }
     err.downcast_ref::<RuntimeError>().map_or(WASMCELL_ERROR, for_runtime)
 }

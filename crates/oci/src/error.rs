@@ -53,6 +53,10 @@ pub enum Error {
     /// A file or directory operation failed.
     #[error("{context} {}: {}", shown(&path.to_string_lossy()), shown(&source.to_string()))]
     Io { context: &'static str, path: PathBuf, source: std::io::Error },
+    /// The signature policy refused the image: no signature where one is required, one that does not
+    /// verify, names another image or digest, or a `reject` scope.
+    #[error("{}: refused by the signature policy: {}", shown(image), shown(reason))]
+    Untrusted { image: String, reason: String },
     /// The store itself is damaged (found by `check`).
     #[error("store is damaged: {}", shown(.0))]
     Corrupt(String),

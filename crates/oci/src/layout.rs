@@ -170,7 +170,10 @@ fn name_loaded(store: &Store, index_bytes: &[u8], blobs: u64, name: Option<&Refe
             return Err(Error::InvalidImage("an index entry points at another index".into()));
         };
         let config = store.read_small(&manifest.config.digest, MAX_MANIFEST_BYTES).map_err(|e| missing(e, &manifest.config.digest))?;
-        image::classify(manifest.clone(), &config, false)?;
+        // A signature attachment (`…:sha256-<hex>.sig`, saved beside its image) is not a wasm image.
+        if !crate::trust::is_signature_name(&image_name.to_string()) {
+            image::classify(manifest.clone(), &config, false)?;
+        }
         for layer in &manifest.layers {
             if !store.has(&layer.digest) {
                 return Err(Error::InvalidImage(format!("archive is missing layer {}", layer.digest)));

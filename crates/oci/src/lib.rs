@@ -12,6 +12,7 @@
 //! - [`auth`]: credentials from `wasmcell login` and the docker config, never logged.
 //! - [`unpack`]: safe extraction of compat rootfs layers.
 //! - [`layout`]: OCI image-layout tar archives (`save` / `load`).
+//! - [`trust`]: signatures: fetched from the `.sig` tag, judged by the policy, kept in the store, signed.
 //!
 //! Architecture Invariant: this crate never links wasmtime; wasm is bytes here.
 
@@ -24,6 +25,7 @@ pub mod layout;
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod trust;
 pub mod unpack;
 
 pub use digest::Digest;

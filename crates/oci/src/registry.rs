@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::image::{self, Content, Descriptor, Image, Manifest};
 use crate::reference::Reference;
 use crate::store::{ImageRecord, MAX_MANIFEST_BYTES, Store};
+use crate::trust;
 
 /// Progress of one pull or push, for a progress bar. Sent from worker tasks.
 #[derive(Clone, Debug)]
@@ -58,6 +59,9 @@ pub struct Options {
     pub concurrency: usize,
     /// The most an image's blobs (config and layers, as its manifest declares them) may add up to.
     pub max_image_size: u64,
+    /// The signature policy a pull must satisfy before it fetches anything but manifests; none: every
+    /// image is accepted (as `insecureAcceptAnything`).
+    pub policy: Option<Arc<wasmcell_sign::Policy>>,
 }
 
 /// The default of [`Options::max_image_size`]: far above any Wasm image, and far below a full disk.
@@ -73,6 +77,7 @@ impl Options {
             backoff: Duration::from_millis(200),
             concurrency: 4,
             max_image_size: DEFAULT_MAX_IMAGE_SIZE,
+            policy: None,
         }
     }
 }
@@ -89,6 +94,9 @@ pub struct PullReport {
     pub blobs_fetched: u64,
     pub bytes_fetched: u64,
     pub blobs_present: u64,
+    /// What the signature policy accepted (who signed it, as what), when there is a policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
 }
 
 /// What a push did.
@@ -104,9 +112,9 @@ pub struct PushReport {
 
 /// A registry client for one command. Holds auth state (tokens) across its requests.
 pub struct Client {
-    oci: oci_client::Client,
-    http: reqwest::Client,
-    options: Options,
+    pub(crate) oci: oci_client::Client,
+    pub(crate) http: reqwest::Client,
+    pub(crate) options: Options,
     /// Authorization header per (registry, repository, operation), as found by the first request.
     auth_headers: Mutex<HashMap<(String, String, bool), Option<String>>>,
 }
@@ -135,7 +143,7 @@ impl Client {
         Ok(Client { oci, http, options, auth_headers: Mutex::new(HashMap::new()) })
     }
 
-    fn scheme(&self, reference: &Reference) -> &'static str {
+    pub(crate) fn scheme(&self, reference: &Reference) -> &'static str {
         if self.options.insecure || reference.is_loopback() { "http" } else { "https" }
     }
 
@@ -145,7 +153,7 @@ impl Client {
         }
     }
 
-    fn registry_auth(&self, reference: &Reference) -> Result<RegistryAuth> {
+    pub(crate) fn registry_auth(&self, reference: &Reference) -> Result<RegistryAuth> {
         Ok(match self.options.credentials.lookup(reference.registry())? {
             Some(c) => RegistryAuth::Basic(c.username, c.secret.expose().to_string()),
             None => RegistryAuth::Anonymous,
@@ -154,7 +162,7 @@ impl Client {
 
     /// Authenticates for `op` on the reference's repository (challenge, token) once per client,
     /// and returns the Authorization header our own requests send.
-    async fn authorize(&self, reference: &Reference, push: bool) -> Result<Option<String>> {
+    pub(crate) async fn authorize(&self, reference: &Reference, push: bool) -> Result<Option<String>> {
         let key = (reference.registry().to_string(), reference.repository().to_string(), push);
         if let Some(h) = self.auth_headers.lock().unwrap().get(&key) {
             return Ok(h.clone());
@@ -215,7 +223,7 @@ impl Client {
     }
 
     /// Runs `op` again after a delay while it fails with a 5xx or a broken connection.
-    async fn retry<T, F, Fut>(&self, mut op: F) -> std::result::Result<T, OciDistributionError>
+    pub(crate) async fn retry<T, F, Fut>(&self, mut op: F) -> std::result::Result<T, OciDistributionError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, OciDistributionError>>,
@@ -236,7 +244,7 @@ impl Client {
     }
 
     /// Maps an oci-client error to ours, with the reference and what was being done.
-    fn map_err(&self, reference: &Reference, what: &str, e: OciDistributionError) -> Error {
+    pub(crate) fn map_err(&self, reference: &Reference, what: &str, e: OciDistributionError) -> Error {
         map_oci_error(reference, what, e, self.options.credentials.lookup(reference.registry()).ok().flatten().is_some())
     }
 
@@ -244,7 +252,7 @@ impl Client {
 
     /// GETs a manifest (by tag or digest) under the size limit, checking its digest.
     /// Returns the bytes, the media type the registry gave, and the digest.
-    async fn get_manifest(&self, reference: &Reference, tag_or_digest: &str) -> Result<(Vec<u8>, Option<String>, Digest)> {
+    pub(crate) async fn get_manifest(&self, reference: &Reference, tag_or_digest: &str) -> Result<(Vec<u8>, Option<String>, Digest)> {
         let url =
             format!("{}://{}/v2/{}/manifests/{}", self.scheme(reference), reference.registry(), reference.repository(), tag_or_digest);
         let mut delay = self.options.backoff;
@@ -331,6 +339,9 @@ impl Client {
     /// Pulls `reference` into `store` and names it there. Blobs already stored are not fetched.
     pub async fn pull(&self, store: &Store, reference: &Reference) -> Result<PullReport> {
         let _lock = store.lock_shared()?;
+        if let Some(policy) = &self.options.policy {
+            trust::refuse_early(policy, reference)?;
+        }
         let tag_or_digest = reference
             .digest()
             .map(|d| d.to_string())
@@ -338,6 +349,19 @@ impl Client {
             .unwrap_or_else(|| "latest".to_string());
         let (top_bytes, top_type, top_digest) = self.get_manifest(reference, &tag_or_digest).await?;
         let content = Content::parse(&top_bytes, top_type.as_deref())?;
+        // Before any blob: the signature policy judges the digest the reference resolved to.
+        let (signatures, verified) = match &self.options.policy {
+            Some(policy) => {
+                let signatures = if policy.needs_signatures(&trust::identity(reference)?) {
+                    self.signatures(reference, &top_digest).await?
+                } else {
+                    trust::Signatures::default()
+                };
+                let verdict = trust::evaluate(policy, reference, &top_digest, &signatures.layers)?;
+                (signatures, Some(verdict.to_string()))
+            }
+            None => (trust::Signatures::default(), None),
+        };
         let (top_media_type, manifest_bytes, manifest_digest, from_platform) = match &content {
             Content::Manifest(m) => (
                 m.media_type.clone().or(top_type.clone()).unwrap_or_else(|| image::OCI_MANIFEST.into()),
@@ -373,6 +397,7 @@ impl Client {
             blobs_fetched: 0,
             bytes_fetched: 0,
             blobs_present: 0,
+            verified,
         };
         // Config first: it decides the format, and a bad image fails before its layers download.
         self.fetch_blob(store, reference, &manifest.config, &mut report).await?;
@@ -386,6 +411,7 @@ impl Client {
         // Manifests last: an image is named only once everything it needs is stored.
         store.put(&manifest_bytes, Some(&manifest_digest))?;
         store.put(&top_bytes, Some(&top_digest))?;
+        trust::keep(store, reference, &top_digest, &signatures)?;
         let target = Descriptor {
             media_type: top_media_type,
             digest: top_digest,

@@ -316,6 +316,18 @@ impl Policy {
         Ok(Policy { default, transports })
     }
 
+    /// A policy whose default is `default` and that has no transport scopes (what `wasmcell verify --key`
+    /// checks against: one `sigstoreSigned` requirement).
+    pub fn with_default(default: Vec<Requirement>) -> Policy {
+        Policy { default, transports: BTreeMap::new() }
+    }
+
+    /// Whether evaluating `image` will look at signatures (its scope has a `sigstoreSigned` requirement):
+    /// when not, a caller need not fetch them.
+    pub fn needs_signatures(&self, image: &ImageIdentity) -> bool {
+        self.requirements_for(image).iter().any(|r| matches!(r, Requirement::SigstoreSigned(_)))
+    }
+
     /// Reads and parses a policy file (at most [`POLICY_FILE_LIMIT`] bytes).
     pub fn load(path: &Path) -> Result<Policy> {
         Policy::parse(&read_limited(path, "policy file", POLICY_FILE_LIMIT)?)

@@ -37,6 +37,10 @@ impl ImagesCommand {
         let store = images::store()?;
         let mut rows = Vec::new();
         for (name, record) in store.names()? {
+            // Signatures kept beside an image (`…:sha256-<hex>.sig`) are not images.
+            if wasmcell_oci::trust::is_signature_name(&name) {
+                continue;
+            }
             let (kind, size) = describe(&store, &name, &record);
             rows.push(Row {
                 name,

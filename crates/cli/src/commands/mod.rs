@@ -10,6 +10,7 @@ pub mod cache;
 pub mod compile;
 pub mod images;
 pub mod inspect;
+pub mod key;
 pub mod kv;
 pub mod load;
 pub mod login;
@@ -21,6 +22,7 @@ pub mod run;
 pub mod sandbox;
 pub mod save;
 pub mod serve;
+pub mod sign;
 pub mod system;
 pub mod tag;
 

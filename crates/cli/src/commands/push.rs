@@ -25,6 +25,10 @@ pub struct PushCommand {
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     annotations: Vec<String>,
 
+    /// After the push, sign the pushed digest with this private key (as `wasmcell sign --key KEY`).
+    #[arg(long = "sign", value_name = "KEY")]
+    sign: Option<PathBuf>,
+
     /// Output format (json prints what was transferred).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -36,6 +40,15 @@ pub struct PushCommand {
     /// FILE IMAGE, or IMAGE alone for a stored image.
     #[arg(value_name = "[FILE] IMAGE", num_args = 1..=2, required = true)]
     args: Vec<String>,
+}
+
+/// What `push` prints: the push's report, and the signature when `--sign` was given.
+#[derive(serde::Serialize)]
+struct Pushed<'a> {
+    #[serde(flatten)]
+    push: &'a wasmcell_oci::registry::PushReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signed: Option<&'a wasmcell_oci::trust::SignReport>,
 }
 
 impl PushCommand {
@@ -61,13 +74,34 @@ impl PushCommand {
             .filter(|(n, r)| *n != name && r.manifest == record.manifest)
             .filter_map(|(n, _)| n.parse().ok())
             .collect();
+        // The key opens before anything is uploaded: a wrong password fails first.
+        let key = self.sign.as_deref().map(super::key::private_key).transpose()?;
         let client = Client::new(images::options(&self.registry, !self.quiet && self.format == Format::Text), &reference)?;
-        let report = images::tokio()?.block_on(client.push(&store, &record, &reference, &mount_from))?;
-        super::print_report(self.format, self.quiet, &report, || {
-            format!(
+        let (report, signed) = images::tokio()?.block_on(async {
+            let report = client.push(&store, &record, &reference, &mount_from).await?;
+            let signed = match &key {
+                Some(key) => Some(client.sign(&reference, &report.digest, key).await?),
+                None => None,
+            };
+            Ok::<_, Error>((report, signed))
+        })?;
+        // Kept beside the local image too, so `run` under a policy that requires the key accepts it.
+        if let Some(s) = &signed
+            && record.target.digest == s.digest
+        {
+            let _lock = store.lock_shared()?;
+            wasmcell_oci::trust::keep(&store, &reference, &s.digest, &s.attachment)?;
+        }
+        let output = Pushed { push: &report, signed: signed.as_ref() };
+        super::print_report(self.format, self.quiet, &output, || {
+            let mut line = format!(
                 "{}: pushed {}, {} blobs uploaded ({} bytes), {} mounted, {} already there",
                 report.reference, report.digest, report.blobs_uploaded, report.bytes_uploaded, report.blobs_mounted, report.blobs_present
-            )
+            );
+            if let Some(s) = &signed {
+                line.push_str(&format!("; signed with key sha256:{} ({})", s.key_fingerprint, s.signature));
+            }
+            line
         })
     }
 

@@ -10,7 +10,7 @@ use wasmcell_runtime::{Engine, Instance, SandboxPolicy, Stdio};
 
 use super::sandbox::SandboxFlags;
 
-use crate::images::{self, PullPolicy, RegistryFlags};
+use crate::images::{self, PullPolicy, RegistryFlags, TrustFlags};
 use wasmcell_exit as exit;
 use wasmcell_oci::launch::Launch;
 
@@ -45,6 +45,9 @@ pub struct RunCommand {
     #[command(flatten)]
     registry: RegistryFlags,
 
+    #[command(flatten)]
+    trust: TrustFlags,
+
     /// The module or component to run: a file (.wasm, .wat, or with --allow-precompiled a
     /// .cwasm), or an image reference such as 127.0.0.1:5000/team/app:1.0.
     #[arg(value_name = "FILE|IMAGE")]
@@ -57,7 +60,7 @@ pub struct RunCommand {
 
 impl RunCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        let (path, image) = images::resolve_target(&self.target, self.pull, &self.registry)?;
+        let (path, image) = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust)?;
         let policy = self.policy(&path, image.as_ref())?;
         let engine = super::engine(!self.no_cache, policy.limits.max_stack, self.allow_precompiled)?;
         let input = Input::read(&path)?;

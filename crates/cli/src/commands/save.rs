@@ -11,7 +11,8 @@ use wasmcell_oci::{Error, Reference};
 use crate::images;
 
 /// Save IMAGEs to an OCI image-layout tar, each named by its full reference
-/// (io.containerd.image.name), so `ctr images import` and `wasmcell load` restore the names.
+/// (io.containerd.image.name), so `ctr images import` and `wasmcell load` restore the names. An image's
+/// signatures (kept by a pull under a signature policy) go along as its `sha256-<hex>.sig` tag.
 #[derive(Args, Debug)]
 pub struct SaveCommand {
     /// Write to FILE (atomically) instead of standard output.
@@ -29,6 +30,11 @@ impl SaveCommand {
         for image in &self.images {
             let reference: Reference = images::parse_ref(image)?;
             let record = store.get_name(&reference.to_string())?.ok_or_else(|| Error::ImageNotFound(reference.to_string()))?;
+            // The signatures kept beside it travel with it, so a node without the registry can verify.
+            let signatures = wasmcell_oci::trust::signature_name(&reference, &record.target.digest)?;
+            if let Some(sig) = store.get_name(&signatures)? {
+                list.push((images::parse_ref(&signatures)?, sig));
+            }
             list.push((reference, record));
         }
         match &self.output {

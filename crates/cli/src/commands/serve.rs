@@ -12,7 +12,7 @@ use wasmcell_runtime::{Engine, Error, SandboxPolicy, WasmtimeEngine};
 use wasmcell_serve::{Config, ConnLimits, Handler, Metrics, Server};
 
 use super::sandbox::{SandboxFlags, config};
-use crate::images::{self, PullPolicy, RegistryFlags};
+use crate::images::{self, PullPolicy, RegistryFlags, TrustFlags};
 
 /// Serve FILE or IMAGE over HTTP/1.1 and HTTP/2 (h2c): a component exporting
 /// wasi:http/incoming-handler@0.2.x, or a WASI preview 1 module as a WAGI (CGI) handler. Every
@@ -80,6 +80,9 @@ pub struct ServeCommand {
     #[command(flatten)]
     registry: RegistryFlags,
 
+    #[command(flatten)]
+    trust: TrustFlags,
+
     /// Neither read nor write the compiled-code cache.
     #[arg(long = "no-cache")]
     no_cache: bool,
@@ -98,7 +101,7 @@ const DEFAULT_MEMORY: u64 = 128 << 20;
 
 impl ServeCommand {
     pub fn execute(self) -> Result<()> {
-        let (path, image) = images::resolve_target(&self.target, self.pull, &self.registry)?;
+        let (path, image) = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust)?;
         let policy = self.policy(&path, image.as_ref())?;
         let timeout = policy::parse_duration(&self.timeout).map_err(config)?;
         let drain_timeout = policy::parse_duration(&self.drain_timeout).map_err(config)?;

@@ -86,7 +86,7 @@ impl WasmtimeEngine {
         let flavor = self.flavor_for(input, kind)?;
         // The plain engine's code first; a component the scan misread was cached for the concurrent one.
         let mut candidates = vec![flavor];
-        if kind == WasmKind::Component && std::ptr::eq(flavor, &self.plain) && self.concurrent.get().is_some() {
+        if kind == WasmKind::Component && std::ptr::eq(flavor, &self.plain) && self.concurrent.made.get().is_some() {
             candidates.push(self.concurrent()?);
         }
         for flavor in candidates {

@@ -78,10 +78,15 @@ pub enum Allocator {
 #[derive(Clone)]
 pub struct WasmtimeEngine {
     plain: Flavor,
-    concurrent: Arc<OnceLock<std::result::Result<Flavor, String>>>,
-    config: Config,
+    concurrent: Arc<Concurrent>,
     options: EngineOptions,
     allocator: Allocator,
+}
+
+/// The engine with component-model concurrency: the settings to make it with, and it once made.
+struct Concurrent {
+    config: Config,
+    made: OnceLock<std::result::Result<Flavor, String>>,
 }
 
 /// One wasmtime engine and the fingerprint that keys its compiled code in the cache.
@@ -106,7 +111,8 @@ impl WasmtimeEngine {
             config.memory_init_cow(false);
         }
         let (plain, allocator) = Self::flavor(&options, config.clone().concurrency_support(false).wasm_component_model_async(false))?;
-        Ok(WasmtimeEngine { plain, concurrent: Arc::default(), config, options, allocator })
+        let concurrent = Arc::new(Concurrent { config, made: OnceLock::new() });
+        Ok(WasmtimeEngine { plain, concurrent, options, allocator })
     }
 
     fn flavor(options: &EngineOptions, config: &mut Config) -> Result<(Flavor, Allocator)> {
@@ -121,8 +127,8 @@ impl WasmtimeEngine {
     /// The engine for components that use the async ABI (WASI 0.3: what `wasmtime
     /// -Wcomponent-model-async` turns on), made on first use with its own pool.
     pub(super) fn concurrent(&self) -> Result<&Flavor> {
-        let made = self.concurrent.get_or_init(|| {
-            let mut config = self.config.clone();
+        let made = self.concurrent.made.get_or_init(|| {
+            let mut config = self.concurrent.config.clone();
             config.concurrency_support(true).wasm_component_model_async(true);
             let (flavor, allocator) = Self::flavor(&self.options, &mut config).map_err(|e| e.to_string())?;
             if allocator != self.allocator {
@@ -175,7 +181,7 @@ impl Engine for WasmtimeEngine {
                 while let Some(engine) = ticker.upgrade() {
                     engine.increment_epoch();
                     drop(engine);
-                    if let Some(Ok(flavor)) = concurrent.upgrade().as_deref().and_then(OnceLock::get) {
+                    if let Some(Ok(flavor)) = concurrent.upgrade().as_deref().and_then(|c| c.made.get()) {
                         flavor.engine.increment_epoch();
                     }
                     std::thread::sleep(pacing::SLICE);
