@@ -5,7 +5,7 @@
 //!
 //! Debian's skopeo 1.9 cannot take part: its containers/image is built with sigstore disabled
 //! ("Debian-local change: sigstore disabled" on `--sign-by-sigstore-private-key` and on a
-//! `sigstoreSigned` policy), so the cross-check of the format is `sigstore_interop` (the sigstore crate).
+//! `sigstoreSigned` policy), so the cross-check of the formats is OpenSSL (`signatures_interoperate_with_openssl_both_ways`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -306,4 +306,69 @@ fn save_and_load_carry_signatures_to_a_node_without_the_registry() {
         .run(&["run", "--pull", "never", "--signature-policy", policy.to_str().unwrap(), &renamed])
         .expect_code(UNTRUSTED)
         .expect_error_line("no signature exists");
+}
+
+/// Runs `openssl ARGS` and returns its stdout (the test command installs Debian's openssl).
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl").args(args).stdin(std::process::Stdio::null()).output().expect("failed to run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// The formats against a second, independent implementation: OpenSSL. A key and a signature OpenSSL
+/// made verify in wasmcell; the key and the signature wasmcell made (as they sit in the registry) verify
+/// in OpenSSL. (skopeo cannot be the second implementation here: see the module comment.)
+#[test]
+fn signatures_interoperate_with_openssl_both_ways() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let cell = Cell::new();
+    let addr = registry.addr();
+
+    // OpenSSL signs; wasmcell verifies.
+    let image = format!("{addr}/team/by-openssl:1.0");
+    let pushed = json_of(&cell, &["push", guests::HELLO_C, &image, "--format", "json"]);
+    let digest = pushed["digest"].as_str().unwrap().to_string();
+    openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &path("ossl.pem")]);
+    openssl(&["ec", "-in", &path("ossl.pem"), "-pubout", "-out", &path("ossl.pub")]);
+    let payload = Payload::new(&image, &digest).unwrap().to_bytes();
+    std::fs::write(path("payload.json"), &payload).unwrap();
+    let der = openssl(&["dgst", "-sha256", "-sign", &path("ossl.pem"), &path("payload.json")]);
+    let layer = SignatureLayer { payload, signature_b64: b64.encode(&der), annotations: Default::default() };
+    attach(&registry, "team/by-openssl", &digest, &[layer]);
+    let verified = json_of(&cell, &["verify", "--key", &path("ossl.pub"), &image, "--format", "json"]);
+    assert_eq!(verified["digest"], digest.as_str(), "{verified}");
+
+    // wasmcell signs; OpenSSL reads the public key and verifies the signature fetched from the registry.
+    let (key, public) = generate_key(&cell, dir.path(), "team");
+    let signed = format!("{addr}/team/by-wasmcell:1.0");
+    let pushed = push_signed(&cell, guests::HELLO_C, &signed, &key);
+    let digest = pushed["digest"].as_str().unwrap();
+    let text = String::from_utf8(openssl(&["pkey", "-pubin", "-in", public.to_str().unwrap(), "-noout", "-text"])).unwrap();
+    assert!(text.contains("prime256v1") || text.contains("P-256"), "{text}");
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    let manifest = http_get(&addr, &format!("/v2/team/by-wasmcell/manifests/{}", signature_tag(digest).unwrap()), &accept).json();
+    let layer = &manifest["layers"][0];
+    assert_eq!(layer["mediaType"], "application/vnd.dev.cosign.simplesigning.v1+json", "{manifest}");
+    let payload = http_get(&addr, &format!("/v2/team/by-wasmcell/blobs/{}", layer["digest"].as_str().unwrap()), &[]).body;
+    let doc: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(doc["critical"]["image"]["docker-manifest-digest"], digest, "{doc}");
+    assert_eq!(doc["critical"]["identity"]["docker-reference"], signed.as_str(), "{doc}");
+    assert_eq!(doc["critical"]["type"], "cosign container image signature", "{doc}");
+    let der = b64.decode(layer["annotations"]["dev.cosignproject.cosign/signature"].as_str().unwrap()).unwrap();
+    std::fs::write(path("wasmcell.sig"), der).unwrap();
+    std::fs::write(path("wasmcell-payload.json"), &payload).unwrap();
+    let ok = openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        public.to_str().unwrap(),
+        "-signature",
+        &path("wasmcell.sig"),
+        &path("wasmcell-payload.json"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&ok).trim(), "Verified OK");
 }
