@@ -22,6 +22,7 @@ use wasmcell_oci::launch::{BlobSource, Launch};
 use wasmcell_oci::store::MAX_LAYER_BYTES;
 
 use crate::error::{Error, Result};
+use crate::trust;
 
 /// The gRPC header containerd reads the namespace from.
 const NAMESPACE_HEADER: &str = "containerd-namespace";
@@ -153,6 +154,11 @@ impl Client {
         Ok(Client { rt, channel, namespace: namespace.to_string(), address: path.display().to_string() })
     }
 
+    /// Runs `work` on this client's runtime (what a registry request from the shim runs on).
+    pub(crate) fn block_on<F: std::future::Future>(&self, work: F) -> F::Output {
+        self.rt.block_on(work)
+    }
+
     fn request<M>(&self, message: M) -> Result<tonic::Request<M>> {
         let mut request = tonic::Request::new(message);
         let ns = self.namespace.parse().map_err(|_| Error::InvalidSpec(format!("{:?}: not a valid namespace", self.namespace)))?;
@@ -278,6 +284,7 @@ pub fn launch(client: &Client, id: &str, module: Option<&str>, dir: &Path, rootf
         platform: None,
         annotations: Default::default(),
     };
+    trust::check(client, &container.image, &target.digest)?;
     let source = ContentStore { client, dir, rootfs };
     match Launch::from_target(&source, &target, &container.image, module) {
         Ok(launch) => Ok(Some(launch)),

@@ -28,6 +28,10 @@ pub enum Error {
     #[error("{0} is not supported by the wasmcell shim")]
     Unimplemented(&'static str),
 
+    /// The signature policy (`WASMCELL_SIGNATURE_POLICY`) refused the container's image.
+    #[error("{}", shown(.0))]
+    Untrusted(String),
+
     /// containerd's own API failed (reading the image of a wasm-layer container).
     #[error("containerd: {}", shown(.0))]
     Containerd(String),
@@ -52,6 +56,7 @@ impl Error {
         u32::from(match self {
             Error::Runtime(e) => wasmcell_exit::for_runtime(e),
             Error::InvalidSpec(_) => wasmcell_exit::NOT_RUNNABLE,
+            Error::Untrusted(_) => wasmcell_exit::UNTRUSTED,
             _ => wasmcell_exit::WASMCELL_ERROR,
         })
     }
@@ -68,6 +73,7 @@ impl From<wasmcell_oci::Error> for Error {
     fn from(e: wasmcell_oci::Error) -> Error {
         match e {
             wasmcell_oci::Error::InvalidImage(m) => Error::InvalidSpec(m),
+            e @ wasmcell_oci::Error::Untrusted { .. } => Error::Untrusted(e.to_string()),
             wasmcell_oci::Error::Io { context, path, source } => Error::Io { context: format!("{context} {}", path.display()), source },
             other => Error::InvalidSpec(other.to_string()),
         }
@@ -83,6 +89,7 @@ impl From<Error> for ttrpc::Error {
             Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::InvalidSpec(_) => Code::INVALID_ARGUMENT,
+            Error::Untrusted(_) => Code::PERMISSION_DENIED,
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
             Error::Runtime(r) => match r {
                 wasmcell_runtime::Error::NotFound(_) => Code::NOT_FOUND,

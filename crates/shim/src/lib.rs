@@ -22,6 +22,7 @@ mod mounts;
 pub mod run;
 pub mod spec;
 pub mod task;
+mod trust;
 pub mod user;
 
 use std::collections::HashMap;

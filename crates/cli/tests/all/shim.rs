@@ -841,3 +841,69 @@ fn shim_deploy_config_loads_in_containerds_cri_plugin() {
     let runtime_class = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/runtimeclass.yaml")).unwrap();
     assert!(runtime_class.contains("handler: wasmcell"), "the RuntimeClass names another handler");
 }
+
+/// With `WASMCELL_SIGNATURE_POLICY` in containerd's environment, the shim starts a container only if the
+/// registry holds a signature of its image's digest that the policy trusts; the unsigned image, and one
+/// signed by another key, fail to start with the policy's one line (exit 122, as `wasmcell run`).
+#[test]
+fn shim_enforces_the_nodes_signature_policy() {
+    use crate::images::sign::{PASSWORD, generate_key};
+    let home = scratch();
+    let dir = scratch();
+    let registry = Registry::start();
+    let cell = Cell::new();
+    let (key, public) = generate_key(&cell, dir.path(), "team");
+    let (other_key, _) = generate_key(&cell, dir.path(), "other");
+    let refs: Vec<String> = ["signed", "unsigned", "other"].iter().map(|n| format!("{}/team/{n}:1", registry.addr())).collect();
+    let push = |image: &str, key: Option<&Path>| {
+        let mut args = vec!["push"];
+        if let Some(k) = key {
+            args.extend(["--sign", k.to_str().unwrap()]);
+        }
+        args.extend([guests::HELLO_C, image]);
+        cell.run_env(&[("WASMCELL_PASSWORD", PASSWORD)], &args).expect_ok();
+    };
+    push(&refs[0], Some(&key));
+    push(&refs[1], None);
+    push(&refs[2], Some(&other_key));
+    let tar = dir.path().join("images.tar");
+    cell.run(&["save", "-o", tar.to_str().unwrap(), &refs[0], &refs[1], &refs[2]]).expect_ok();
+    let policy = dir.path().join("policy.json");
+    let doc = json!({
+        "default": [{"type": "reject"}],
+        "transports": {"docker": {registry.addr(): [{"type": "sigstoreSigned", "keyPath": public}]}}
+    });
+    std::fs::write(&policy, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let containerd = Containerd::start_with_env(
+        &[&shim_dir()],
+        &[("WASMCELL_HOME", home.path().as_os_str()), ("WASMCELL_SIGNATURE_POLICY", policy.as_os_str())],
+    );
+    ok("ctr images import", containerd.ctr(&["images", "import", "--all-platforms", "--no-unpack", tar.to_str().unwrap()]));
+    let s = Setup { containerd, _home: home };
+    let client = Client::connect(&s.containerd.socket().to_string_lossy(), s.containerd.namespace()).unwrap();
+    let start = |id: &str, image: &str| {
+        let container = api::Container {
+            id: id.to_string(),
+            image: image.to_string(),
+            runtime: Some(api::Runtime { name: RUNTIME.to_string(), options: None }),
+            spec: Some(api::Any { type_url: SPEC_TYPE_URL.to_string(), value: runtime_spec(&[]) }),
+            ..Default::default()
+        };
+        client.create_container(container).unwrap();
+        s.containerd.ctr(&["task", "start", "--fifo-dir", &s.fifo_dir(), id])
+    };
+    let out = start("signed", &refs[0]);
+    assert_eq!(text(&out.stdout), "hello from C\n", "{}", text(&out.stderr));
+    for (id, image, why) in [("unsigned", &refs[1], "no signature exists"), ("other", &refs[2], "does not verify with any trusted key")] {
+        let out = start(id, image);
+        assert!(!out.status.success(), "{id} started");
+        let err = text(&out.stderr);
+        assert!(err.contains("refused by the signature policy") && err.contains(why), "{id}: {err}");
+        assert!(!text(&out.stdout).contains("hello"), "{id} ran: {}", text(&out.stdout));
+    }
+    for id in ["signed", "unsigned", "other"] {
+        let _ = s.containerd.ctr(&["task", "delete", id]);
+        client.delete_container(id).unwrap();
+    }
+    s.assert_nothing_left();
+}

@@ -6,7 +6,7 @@ mod bad;
 mod fault;
 mod formats;
 pub(crate) mod layout;
-mod sign;
+pub(crate) mod sign;
 mod store;
 
 use std::path::Path;

@@ -20,7 +20,7 @@ use crate::{Cell, guests};
 
 /// The exit code of an image the signature policy refused.
 const UNTRUSTED: i32 = 122;
-const PASSWORD: &str = "correct horse";
+pub(crate) const PASSWORD: &str = "correct horse";
 
 /// A key pair made by `wasmcell key generate` in `dir`: (private, public).
 pub(crate) fn generate_key(cell: &Cell, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
