@@ -82,7 +82,7 @@ impl FromStr for Reference {
             return Err(bad("contains whitespace or control characters".into()));
         }
         let inner = oci_client::Reference::try_from(s).map_err(|e| bad(e.to_string().to_lowercase()))?;
-        if let Some(comp) = inner.repository().split('/').find(|c| !valid_path_component(c)) {
+        if let Some(comp) = inner.repository().split('/').find(|c| !wasmcell_sign::is_path_component(c)) {
             return Err(bad(format!(
                 "repository component {comp:?} must be lower-case letters and digits separated by '.', '_', '__' or '-'"
             )));
@@ -92,31 +92,6 @@ impl FromStr for Reference {
         }
         Ok(Reference { inner })
     }
-}
-
-/// The distribution spec's path component: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
-fn valid_path_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
-            return false;
-        }
-    }
-    true
 }
 
 impl fmt::Display for Reference {

@@ -111,8 +111,9 @@ pub(crate) fn parse_full(original: &str, domain: &str, remainder: &str) -> Resul
     Ok(Named { domain: domain.to_owned(), path: path.to_owned(), tag: tag.map(str::to_owned), digest: digest.map(str::to_owned) })
 }
 
-/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
-fn is_path_component(s: &str) -> bool {
+/// Whether `s` is one component of a repository path, by the distribution spec's grammar
+/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*` (also the image store's check of references).
+pub fn is_path_component(s: &str) -> bool {
     let b = s.as_bytes();
     let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
