@@ -25,6 +25,8 @@ pub(crate) struct Host<W> {
     pub(crate) wasi: W,
     pub(crate) kv: KvCtx,
     pub(crate) limits: MemoryLimiter,
+    /// Its place among a serving thread's requests (`Slicing::Yield` only).
+    pub(crate) pace: Pace,
 }
 
 /// The WASI context of a component: WASI 0.2 and 0.3, wasi:http, the table of
@@ -44,7 +46,7 @@ pub(crate) type ComponentHost = Host<ComponentWasi>;
 impl ModuleHost {
     pub(crate) fn new(wasi: wasmtime_wasi::WasiCtxBuilder, grants: &Grants) -> ModuleHost {
         let mut wasi = wasi;
-        Host { wasi: wasi.build_p1(), kv: KvCtx::default(), limits: MemoryLimiter::new(grants.policy()) }
+        Host { wasi: wasi.build_p1(), kv: KvCtx::default(), limits: MemoryLimiter::new(grants.policy()), pace: Pace::default() }
     }
 }
 
@@ -56,7 +58,7 @@ impl ComponentHost {
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(RESOURCE_BYTES);
         let wasi = ComponentWasi { ctx: grants.wasi(stdio)?.build(), table, http, outbound: grants.outbound_http() };
-        Ok(Host { wasi, kv: grants.kv(), limits: MemoryLimiter::new(grants.policy()) })
+        Ok(Host { wasi, kv: grants.kv(), limits: MemoryLimiter::new(grants.policy()), pace: Pace::default() })
     }
 
     /// The wasi:http view, for setting up a request's resources.
@@ -122,9 +124,14 @@ pub(crate) fn new_store<W: Send + 'static>(engine: &wasmtime::Engine, host: Host
             Ok(if stop.requested().is_some() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
         }),
         // A spinning guest shares the threads and its deadline can fire.
+        // The call hook counts how long its code has run (see `pacing`).
         Slicing::Yield => {
-            let mut pace = Pace::start();
-            store.epoch_deadline_callback(move |_| Ok(UpdateDeadline::YieldCustom(1, pace.next_slice())))
+            store.data_mut().pace = Pace::start();
+            store.call_hook(|mut s, hook| {
+                s.data_mut().pace.transition(hook.exiting_host());
+                Ok(())
+            });
+            store.epoch_deadline_callback(|s| Ok(UpdateDeadline::YieldCustom(1, s.data().pace.next_slice())))
         }
     }
     store

@@ -179,6 +179,7 @@ impl Engine for WasmtimeEngine {
             .name("wasmcell-epoch".into())
             .spawn(move || {
                 while let Some(engine) = ticker.upgrade() {
+                    pacing::tick();
                     engine.increment_epoch();
                     drop(engine);
                     if let Some(Ok(flavor)) = concurrent.upgrade().as_deref().and_then(|c| c.made.get()) {
