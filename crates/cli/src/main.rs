@@ -140,5 +140,7 @@ fn init_logging() {
     let Some(filter) = std::env::var_os("WASMCELL_LOG") else { return };
     let filter =
         tracing_subscriber::EnvFilter::try_new(filter.to_string_lossy()).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Colours only on a terminal: a log written to a file or a pipe is plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
 }

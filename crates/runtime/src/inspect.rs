@@ -19,6 +19,7 @@ pub enum WasmKind {
 
 /// An input read from disk: binary wasm (the text format already translated), or an engine's
 /// precompiled artifact.
+#[derive(Clone)]
 pub struct Input {
     /// A short name for messages and argv[0] (the file name).
     pub name: String,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmcell_runtime::cache::Cache;
-use wasmcell_runtime::engine::{EngineOptions, PoolOptions};
+use wasmcell_runtime::engine::{EngineChoice, EngineOptions, PoolOptions};
 use wasmcell_runtime::home::Home;
 use wasmcell_runtime::inspect::{self, Input, WasmKind};
 use wasmcell_runtime::instance::{KillHandle, ThreadHook};
@@ -132,14 +132,27 @@ fn cache() -> Option<Cache> {
     Some(Cache::new(Home::from_env().compiled_cache()))
 }
 
+/// Where the node's operator picks the compiler for every container (containerd's environment, as
+/// for `WASMCELL_HOME`): `auto` (the default: tiered start on a cache miss), `cranelift`, `winch`, `pulley`.
+pub const ENGINE_ENV: &str = "WASMCELL_ENGINE";
+
+/// `options` with the compiler and tiering `WASMCELL_ENGINE` asks for.
+fn engine_options(mut options: EngineOptions) -> Result<EngineOptions> {
+    let choice = match std::env::var(ENGINE_ENV) {
+        Ok(v) => v.parse::<EngineChoice>().map_err(|e| Error::Runtime(wasmcell_runtime::Error::Config(format!("{ENGINE_ENV}: {e}"))))?,
+        Err(_) => EngineChoice::Auto,
+    };
+    choice.apply(&mut options);
+    Ok(options)
+}
+
 fn prepare_command(launch: &Launch, input: &Input, stores: &Stores) -> Result<Ready> {
-    let engine = WasmtimeEngine::new(EngineOptions {
+    let engine = WasmtimeEngine::new(engine_options(EngineOptions {
         cache: cache(),
         max_stack: launch.policy.limits.max_stack,
-        allow_precompiled: false,
         single_instance: true,
-        pooling: None,
-    })?;
+        ..Default::default()
+    })?)?;
     let program = engine.load_command(input, launch.export.as_deref())?;
     let grants = Grants::new(launch.policy.clone(), stores)?;
     Ok(Ready::Command { engine, program, grants })
@@ -198,13 +211,12 @@ fn prepare_http(launch: &Launch, input: &Input, stores: &Stores) -> Result<Ready
     };
     let mut policy = launch.policy.clone();
     policy.limits.memory = Some(cap);
-    let engine = WasmtimeEngine::new(EngineOptions {
+    let engine = WasmtimeEngine::new(engine_options(EngineOptions {
         cache: cache(),
         max_stack: policy.limits.max_stack,
-        allow_precompiled: false,
-        single_instance: false,
         pooling: Some(PoolOptions { instances: instances as u32, max_memory: cap }),
-    })?;
+        ..Default::default()
+    })?)?;
     let program = engine.load_http(input)?;
     let grants = Grants::new(policy, stores)?;
     Ok(Ready::Http(Box::new(HttpServer { engine, program, grants, instances })))

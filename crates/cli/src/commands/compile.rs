@@ -14,6 +14,9 @@ pub struct CompileCommand {
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
 
+    #[command(flatten)]
+    engine: super::EngineFlag,
+
     /// The module or component (.wasm or .wat).
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -22,7 +25,7 @@ pub struct CompileCommand {
 impl CompileCommand {
     pub fn execute(self) -> Result<()> {
         let out = self.output.clone().unwrap_or_else(|| self.file.with_extension("cwasm"));
-        let engine = super::engine(false, None, false)?;
+        let engine = super::engine(self.engine.choice, false, None, false)?;
         let input = Input::read(&self.file)?;
         let compiled = engine.precompile(&input)?;
         fsutil::atomic_write(&out, &compiled).with_context(|| format!("failed to write {}", out.display()))?;

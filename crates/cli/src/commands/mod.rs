@@ -3,7 +3,7 @@
 use anyhow::Result;
 use wasmcell_runtime::WasmtimeEngine;
 use wasmcell_runtime::cache::Cache;
-use wasmcell_runtime::engine::EngineOptions;
+use wasmcell_runtime::engine::{EngineChoice, EngineOptions};
 use wasmcell_runtime::home::Home;
 
 pub mod cache;
@@ -34,10 +34,23 @@ pub enum Format {
     Json,
 }
 
+/// `--engine`: which compiler makes the guest's code (run, serve, compile).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct EngineFlag {
+    /// The compiler: auto (Cranelift's optimized code; on a compiled-code cache miss for an input of
+    /// 1 MiB or more, the guest starts on Winch's code while Cranelift compiles in the background),
+    /// cranelift (optimizing), winch (baseline: compiles fast, runs slower; no GC, exceptions or tail
+    /// calls) or pulley (portable interpreter: no native code generated).
+    #[arg(long = "engine", env = "WASMCELL_ENGINE", default_value = "auto", value_name = "ENGINE")]
+    pub choice: EngineChoice,
+}
+
 /// The engine every command uses, with the compiled-code cache under the home unless disabled.
-pub fn engine(use_cache: bool, max_stack: Option<usize>, allow_precompiled: bool) -> Result<WasmtimeEngine> {
+pub fn engine(choice: EngineChoice, use_cache: bool, max_stack: Option<usize>, allow_precompiled: bool) -> Result<WasmtimeEngine> {
     let cache = use_cache.then(|| Cache::new(Home::from_env().compiled_cache()));
-    Ok(WasmtimeEngine::new(EngineOptions { cache, max_stack, allow_precompiled, single_instance: true, pooling: None })?)
+    let mut options = EngineOptions { cache, max_stack, allow_precompiled, single_instance: true, ..Default::default() };
+    choice.apply(&mut options);
+    Ok(WasmtimeEngine::new(options)?)
 }
 
 /// Prints a command's report: JSON on one line, nothing with `quiet`, else the text line.

@@ -30,6 +30,9 @@ pub struct RunCommand {
     #[arg(long, value_name = "DURATION")]
     timeout: Option<String>,
 
+    #[command(flatten)]
+    engine: super::EngineFlag,
+
     /// Neither read nor write the compiled-code cache.
     #[arg(long = "no-cache")]
     no_cache: bool,
@@ -62,7 +65,7 @@ impl RunCommand {
     pub fn execute(self) -> Result<ExitCode> {
         let (path, image) = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust)?;
         let policy = self.policy(&path, image.as_ref())?;
-        let engine = super::engine(!self.no_cache, policy.limits.max_stack, self.allow_precompiled)?;
+        let engine = super::engine(self.engine.choice, !self.no_cache, policy.limits.max_stack, self.allow_precompiled)?;
         let input = Input::read(&path)?;
         let program = engine.load_command(&input, None)?;
         let grants = super::sandbox::grants(policy)?;

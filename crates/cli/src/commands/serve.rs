@@ -87,6 +87,9 @@ pub struct ServeCommand {
     #[arg(long = "no-cache")]
     no_cache: bool,
 
+    #[command(flatten)]
+    engine_flag: super::EngineFlag,
+
     /// Allow precompiled artifacts from `wasmcell compile` (trusted native code).
     #[arg(long = "allow-precompiled")]
     allow_precompiled: bool,
@@ -183,13 +186,16 @@ impl ServeCommand {
         let cache =
             (!self.no_cache).then(|| wasmcell_runtime::cache::Cache::new(wasmcell_runtime::home::Home::from_env().compiled_cache()));
         let max_memory = policy.limits.memory.unwrap_or(DEFAULT_MEMORY);
-        let engine = WasmtimeEngine::new(EngineOptions {
+        let mut options = EngineOptions {
             cache,
             max_stack: policy.limits.max_stack,
             allow_precompiled: self.allow_precompiled,
             single_instance: false,
             pooling: Some(PoolOptions { instances: u32::try_from(self.max_concurrency).unwrap_or(u32::MAX), max_memory }),
-        })?;
+            ..Default::default()
+        };
+        self.engine_flag.choice.apply(&mut options);
+        let engine = WasmtimeEngine::new(options)?;
         match engine.allocator() {
             Allocator::Pooling(n) if n as usize >= self.max_concurrency => tracing::debug!(instances = n, "instance pool reserved"),
             Allocator::Pooling(n) => {

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cache;
 mod commands;
+mod engines;
 mod images;
 mod kv;
 mod limits;
@@ -25,6 +26,8 @@ pub use wasmcell_test_programs as guests;
 /// A private `WASMCELL_HOME` and a way to run `wasmcell` in it with a clean environment.
 pub struct Cell {
     pub home: tempfile::TempDir,
+    /// Environment variables every command of this cell gets (e.g. `WASMCELL_ENGINE`).
+    env: Vec<(String, String)>,
 }
 
 impl Default for Cell {
@@ -35,7 +38,18 @@ impl Default for Cell {
 
 impl Cell {
     pub fn new() -> Cell {
-        Cell { home: tempfile::tempdir().unwrap() }
+        Cell { home: tempfile::tempdir().unwrap(), env: Vec::new() }
+    }
+
+    /// A cell whose every command runs with `key=value` in wasmcell's environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Cell {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The engine this cell's commands use, when one was set.
+    pub fn engine(&self) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == "WASMCELL_ENGINE").map(|(_, v)| v.as_str())
     }
 
     pub fn home(&self) -> &Path {
@@ -45,6 +59,7 @@ impl Cell {
     pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_wasmcell"));
         c.env_clear().env("WASMCELL_HOME", self.home.path()).env("PATH", std::env::var_os("PATH").unwrap_or_default()).stdin(Stdio::null());
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

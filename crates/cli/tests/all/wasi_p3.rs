@@ -137,3 +137,47 @@ fn read_response_head(conn: &mut std::net::TcpStream) -> String {
     conn.read_exact(&mut body).unwrap();
     head.lines().next().unwrap_or_default().to_string()
 }
+
+/// A hostile WASI 0.3 service (`p3_hostile.wat`: its `handle` spins, grows its memory without end or
+/// traps, by path) is held to `--timeout` (504) and `--memory` (500) as a 0.2 one is, and while four
+/// clients keep it spinning, its well-behaved requests on the same server are still answered, each
+/// promptly. (Its well-behaved answer is an error code, which the host turns into a 502.)
+#[test]
+fn a_hostile_wasi_0_3_service_is_held_to_its_limits() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let s = Served::start(crate::guests::P3_HOSTILE_WAT, &["--timeout", "1s", "--memory", "64M", "--threads", "2"]);
+    assert_eq!(s.get("/ok").status, 502);
+    let start = Instant::now();
+    assert_eq!(s.get("/spin").status, 504);
+    assert!(start.elapsed() < Duration::from_secs(5), "a spinning 0.3 handler ran {:?} under --timeout 1s", start.elapsed());
+    let hog = s.get("/hog");
+    assert_eq!(hog.status, 500, "{}", hog.text());
+    assert!(hog.text().contains("memory limit"), "{}", hog.text());
+    assert_eq!(s.get("/trap").status, 500);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, stop) = (s.addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = crate::services::http_request(&addr, "GET", "/spin", &[], b"");
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let t = Instant::now();
+        assert_eq!(s.get("/ok").status, 502);
+        slowest = slowest.max(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in spinners {
+        t.join().unwrap();
+    }
+    assert!(slowest < Duration::from_millis(500), "a well-behaved 0.3 request took {slowest:?} beside spinning ones");
+}

@@ -24,7 +24,7 @@ use crate::{Error, Result};
 mod wasmtime;
 
 pub(crate) use self::wasmtime::RESOURCE_BYTES;
-pub use self::wasmtime::{Allocator, EngineOptions, PoolOptions, WasmtimeEngine};
+pub use self::wasmtime::{Allocator, Compiler, EngineChoice, EngineOptions, PoolOptions, WasmtimeEngine};
 
 /// A boxed future, as the object-safe traits below return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

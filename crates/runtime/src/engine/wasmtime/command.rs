@@ -19,8 +19,19 @@ use crate::grants::Grants;
 use crate::inspect::Input;
 use crate::instance::Stdio;
 
+/// Loads a command. With tiered start it runs on Winch's code while Cranelift's compiles for the
+/// cache: a command cannot change code mid-run, its next start can.
 pub(super) fn load(engine: &WasmtimeEngine, input: &Input, entry: Option<&str>) -> Result<Arc<dyn Program>> {
-    match engine.load_compiled(input)? {
+    let (compiled, upgrade) = engine.load_compiled(input)?;
+    let program = program(input, compiled, entry)?;
+    if let Some(upgrade) = upgrade {
+        upgrade.cache_only();
+    }
+    Ok(program)
+}
+
+fn program(input: &Input, compiled: Compiled, entry: Option<&str>) -> Result<Arc<dyn Program>> {
+    match compiled {
         Compiled::Module(module) => {
             let entry = entry.unwrap_or("_start");
             check_entry(&module, entry, &input.name)?;

@@ -8,7 +8,8 @@ use wasmtime::Module;
 use wasmtime::component::Component;
 
 use super::outcome::{engine_err, root_cause};
-use super::{Flavor, WasmtimeEngine};
+use super::tier::Upgrade;
+use super::{Compiler, Flavor, Tier, WasmtimeEngine};
 use crate::Result;
 use crate::cache::{Cache, Lookup};
 use crate::engine::not_runnable;
@@ -21,22 +22,19 @@ pub(super) enum Compiled {
 }
 
 impl WasmtimeEngine {
-    /// The engine an input's code is compiled for: the concurrent one for a component that uses the
-    /// async ABI, the plain one otherwise (see [`WasmtimeEngine`]).
-    fn flavor_for(&self, input: &Input, kind: WasmKind) -> Result<&Flavor> {
-        if kind == WasmKind::Component && crate::inspect::uses_component_async(&input.bytes) {
-            return self.concurrent();
-        }
-        Ok(&self.plain)
+    /// The engine of `tier` an input's code is compiled for: the concurrent one for a component that
+    /// uses the async ABI, the plain one otherwise (see [`WasmtimeEngine`]).
+    fn flavor_for(&self, tier: Tier, input: &Input, kind: WasmKind) -> Result<&Flavor> {
+        self.engine_for(tier, kind == WasmKind::Component && crate::inspect::uses_component_async(&input.bytes))
     }
 
-    /// Compiles `input` for the engine it needs: the one [`Self::flavor_for`] picks, or the
-    /// concurrent one when the plain one refuses a component the scan misread.
-    pub(super) fn compile(&self, input: &Input, kind: WasmKind) -> Result<(&Flavor, Vec<u8>)> {
-        let flavor = self.flavor_for(input, kind)?;
+    /// Compiles `input` for the engine of `tier` that [`Self::flavor_for`] picks, or the concurrent
+    /// one when the plain one refuses a component the scan misread.
+    pub(super) fn compile(&self, tier: Tier, input: &Input, kind: WasmKind) -> Result<(&Flavor, Vec<u8>)> {
+        let flavor = self.flavor_for(tier, input, kind)?;
         match self.compile_with(flavor, input, kind) {
-            Err(first) if kind == WasmKind::Component && std::ptr::eq(flavor, &self.plain) => {
-                let concurrent = self.concurrent()?;
+            Err(first) if kind == WasmKind::Component && !flavor.engine.get_concurrency_support() => {
+                let concurrent = self.engine_for(tier, true)?;
                 match self.compile_with(concurrent, input, kind) {
                     Ok(bytes) => Ok((concurrent, bytes)),
                     Err(_) => Err(first),
@@ -51,14 +49,20 @@ impl WasmtimeEngine {
             WasmKind::Module => "module",
             WasmKind::Component => "component",
         };
-        let invalid = |e: wasmtime::Error| not_runnable(format!("{}: invalid {what}: {}", input.name, root_cause(&e)));
+        let compiler = match flavor.tier {
+            Tier::Main => self.options.compiler,
+            Tier::Baseline => Compiler::Winch,
+        };
+        // Only Cranelift compiles everything wasmtime runs: say which compiler refused.
+        let by = if compiler == Compiler::Cranelift { String::new() } else { format!(" for --engine {}", compiler.name()) };
+        let invalid = |e: wasmtime::Error| not_runnable(format!("{}: invalid {what}{by}: {}", input.name, root_cause(&e)));
         let start = std::time::Instant::now();
         let bytes = match kind {
             WasmKind::Module => Module::new(&flavor.engine, &input.bytes).map_err(invalid)?.serialize(),
             WasmKind::Component => Component::new(&flavor.engine, &input.bytes).map_err(invalid)?.serialize(),
         }
         .map_err(engine_err)?;
-        tracing::debug!(input = %input.name, elapsed = ?start.elapsed(), "compiled");
+        tracing::debug!(input = %input.name, compiler = compiler.name(), elapsed = ?start.elapsed(), "compiled");
         Ok(bytes)
     }
 
@@ -73,39 +77,62 @@ impl WasmtimeEngine {
     }
 
     /// The input's compiled code: a trusted precompiled artifact as is, else from the cache, else
-    /// compiled now (and cached).
-    pub(super) fn load_compiled(&self, input: &Input) -> Result<Compiled> {
+    /// compiled now (and cached). With tiered start ([`Self::tiers`]) a miss gives Winch's code now
+    /// and the [`Upgrade`] that makes Cranelift's; the caller decides what to do with it.
+    pub(super) fn load_compiled(&self, input: &Input) -> Result<(Compiled, Option<Upgrade>)> {
         if input.precompiled {
-            return self.load_precompiled(input);
+            return Ok((self.load_precompiled(input)?, None));
         }
         let kind = input.kind()?;
-        let Some(cache) = &self.options.cache else {
-            let (flavor, compiled) = self.compile(input, kind)?;
-            return Self::deserialize(flavor, kind, &compiled).map_err(engine_err);
-        };
-        let flavor = self.flavor_for(input, kind)?;
+        if let Some(hit) = self.cached(Tier::Main, input, kind)? {
+            return Ok((hit, None));
+        }
+        if self.tiers(input) {
+            let baseline = match self.cached(Tier::Baseline, input, kind)? {
+                Some(hit) => Ok(hit),
+                None => self.compile_cached(Tier::Baseline, input, kind),
+            };
+            match baseline {
+                Ok(code) => return Ok((code, Some(Upgrade::new(self.clone(), input.clone(), kind)))),
+                Err(e) => tracing::debug!("{e}; compiling with Cranelift before the start"),
+            }
+        }
+        Ok((self.compile_cached(Tier::Main, input, kind)?, None))
+    }
+
+    /// The input's code for `tier` from the cache, if it is there and the engine accepts it.
+    fn cached(&self, tier: Tier, input: &Input, kind: WasmKind) -> Result<Option<Compiled>> {
+        let Some(cache) = &self.options.cache else { return Ok(None) };
+        let flavor = self.flavor_for(tier, input, kind)?;
         // The plain engine's code first; a component the scan misread was cached for the concurrent one.
         let mut candidates = vec![flavor];
-        if kind == WasmKind::Component && std::ptr::eq(flavor, &self.plain) && self.concurrent.made.get().is_some() {
-            candidates.push(self.concurrent()?);
+        if kind == WasmKind::Component && !flavor.engine.get_concurrency_support() && self.made(tier, true) {
+            candidates.push(self.engine_for(tier, true)?);
         }
         for flavor in candidates {
             let key = Cache::key(&input.bytes, &flavor.fingerprint);
             if let Lookup::Hit(compiled) = cache.get(&key) {
                 match Self::deserialize(flavor, kind, &compiled) {
                     Ok(loaded) => {
-                        tracing::debug!(input = %input.name, %key, "compiled-code cache hit");
-                        return Ok(loaded);
+                        tracing::debug!(input = %input.name, %key, ?tier, "compiled-code cache hit");
+                        return Ok(Some(loaded));
                     }
                     Err(e) => tracing::warn!(%key, "cached code rejected by the engine, recompiling: {e:#}"),
                 }
             }
         }
-        tracing::debug!(input = %input.name, "compiled-code cache miss, compiling");
-        let (flavor, compiled) = self.compile(input, kind)?;
-        let key = Cache::key(&input.bytes, &flavor.fingerprint);
-        if let Err(e) = cache.put(&key, &compiled) {
-            tracing::warn!(dir = %cache.dir().display(), "failed to write the compiled-code cache: {e}");
+        tracing::debug!(input = %input.name, ?tier, "compiled-code cache miss");
+        Ok(None)
+    }
+
+    /// Compiles the input for `tier` now and puts the code in the cache.
+    pub(super) fn compile_cached(&self, tier: Tier, input: &Input, kind: WasmKind) -> Result<Compiled> {
+        let (flavor, compiled) = self.compile(tier, input, kind)?;
+        if let Some(cache) = &self.options.cache {
+            let key = Cache::key(&input.bytes, &flavor.fingerprint);
+            if let Err(e) = cache.put(&key, &compiled) {
+                tracing::warn!(dir = %cache.dir().display(), "failed to write the compiled-code cache: {e}");
+            }
         }
         Self::deserialize(flavor, kind, &compiled).map_err(engine_err)
     }
@@ -127,7 +154,7 @@ impl WasmtimeEngine {
         let cannot = |e: wasmtime::Error| not_runnable(format!("{}: cannot load precompiled artifact: {}", input.name, root_cause(&e)));
         match Self::deserialize(&self.plain, kind, &input.bytes) {
             Err(first) if kind == WasmKind::Component => {
-                Self::deserialize(self.concurrent()?, kind, &input.bytes).map_err(|_| cannot(first))
+                Self::deserialize(self.engine_for(Tier::Main, true)?, kind, &input.bytes).map_err(|_| cannot(first))
             }
             loaded => loaded.map_err(cannot),
         }
@@ -135,7 +162,7 @@ impl WasmtimeEngine {
 }
 
 /// Hashes wasmtime's compatibility hash (version, compiler settings, CPU features) to stable bytes.
-pub(super) fn fingerprint(engine: &wasmtime::Engine) -> [u8; 32] {
+pub(super) fn fingerprint(engine: &wasmtime::Engine, compiler: Compiler) -> [u8; 32] {
     struct ShaHasher(Sha256);
     impl Hasher for ShaHasher {
         fn finish(&self) -> u64 {
@@ -148,5 +175,6 @@ pub(super) fn fingerprint(engine: &wasmtime::Engine) -> [u8; 32] {
     let mut h = ShaHasher(Sha256::new());
     std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
     h.0.update(b"wasmtime-48.0.8");
+    h.0.update(compiler.name().as_bytes());
     h.0.finalize().into()
 }

@@ -27,6 +27,7 @@ use super::WasmtimeEngine;
 use super::compile::Compiled;
 use super::host::{self, ComponentHost, Slicing};
 use super::outcome::{link_error, request_failure, root_cause};
+use super::tier::Tiered;
 use crate::Result;
 use crate::engine::{BoxError, BoxFuture, Failure, HttpBody, HttpProgram, RequestLimits, not_runnable};
 use crate::grants::Grants;
@@ -42,9 +43,20 @@ pub(super) enum HttpHandler {
     P3(ServicePre<ComponentHost>),
 }
 
-/// Loads a component that exports wasi:http/handler (0.3.x) or wasi:http/incoming-handler (0.2.x).
-pub(super) fn load(engine: &WasmtimeEngine, input: &Input) -> Result<HttpHandler> {
-    let component = match engine.load_compiled(input)? {
+/// Loads a component that exports wasi:http/handler (0.3.x) or wasi:http/incoming-handler (0.2.x);
+/// with tiered start, one that switches to Cranelift's code when it is ready.
+pub(super) fn load(engine: &WasmtimeEngine, input: &Input) -> Result<Arc<dyn HttpProgram>> {
+    let (compiled, upgrade) = engine.load_compiled(input)?;
+    let first = handler(input, compiled)?;
+    Ok(match upgrade {
+        None => Arc::new(first),
+        Some(upgrade) => Arc::new(Tiered { first, optimized: upgrade.spawn(handler) }),
+    })
+}
+
+/// The handler of a compiled component, linked and type-checked once.
+fn handler(input: &Input, compiled: Compiled) -> Result<HttpHandler> {
+    let component = match compiled {
         Compiled::Component(c) => c,
         Compiled::Module(_) => {
             return Err(not_runnable(format!(

@@ -2,6 +2,7 @@
 //! environment variables and stdin, the response leaves through stdout (CGI headers, a blank line,
 //! the body). Like wasi:http handlers, every request gets a fresh instance.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use super::WasmtimeEngine;
 use super::compile::Compiled;
 use super::host::{self, ModuleHost, Slicing};
 use super::outcome::{link_error, request_failure};
+use super::tier::Tiered;
 use crate::Result;
 use crate::engine::{BoxFuture, Failure, MAX_WAGI_OUTPUT, WagiOutput, WagiProgram, not_runnable};
 use crate::grants::Grants;
@@ -24,9 +26,19 @@ pub(super) struct WagiHandler {
     pre: wasmtime::InstancePre<ModuleHost>,
 }
 
-/// Loads a WASI preview 1 command module for serving as a WAGI handler.
-pub(super) fn load(engine: &WasmtimeEngine, input: &Input) -> Result<WagiHandler> {
-    let module = match engine.load_compiled(input)? {
+/// Loads a WASI preview 1 command module for serving as a WAGI handler; with tiered start, one that
+/// switches to Cranelift's code when it is ready.
+pub(super) fn load(engine: &WasmtimeEngine, input: &Input) -> Result<Arc<dyn WagiProgram>> {
+    let (compiled, upgrade) = engine.load_compiled(input)?;
+    let first = handler(input, compiled)?;
+    Ok(match upgrade {
+        None => Arc::new(first),
+        Some(upgrade) => Arc::new(Tiered { first, optimized: upgrade.spawn(handler) }),
+    })
+}
+
+fn handler(input: &Input, compiled: Compiled) -> Result<WagiHandler> {
+    let module = match compiled {
         Compiled::Module(m) => m,
         Compiled::Component(_) => return Err(not_runnable(format!("{}: is a component, not a WAGI module", input.name))),
     };
