@@ -139,7 +139,7 @@ fn main() -> Result<(), BoxError> {
 /// One request through `handle`, its body read to the end and checked.
 async fn serve_one(handler: &dyn HttpProgram, grants: &Grants, limits: RequestLimits) -> Result<(), BoxError> {
     let req = synthetic_request()?.map(|b| -> HttpBody { b.map_err(|never| match never {}).boxed_unsync() });
-    let resp = handler.handle(req, grants, limits).await?;
+    let resp = handler.handle(req, grants, limits, Box::new(())).await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
     if status != 200 || body.is_empty() {

@@ -286,8 +286,10 @@ impl Shared {
             Err(status) => message(status, "server busy: the request queue is full\n"),
             Ok(permit) => {
                 self.metrics.live_instances.inc();
-                let guard = LiveGuard { metrics: self.metrics.clone(), _permit: permit };
-                match self.handle(req, peer).await {
+                // Released when both are gone: the response body (a streaming guest is live) and the
+                // request's instance (its store may outlive the answer).
+                let guard = Arc::new(LiveGuard { metrics: self.metrics.clone(), _permit: permit });
+                match self.handle(req, peer, guard.clone()).await {
                     Ok(resp) => resp.map(|b| HoldBody { inner: b, _guard: Some(guard) }.boxed_unsync()),
                     Err(failure) => {
                         drop(guard);
@@ -306,9 +308,12 @@ impl Shared {
         response
     }
 
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<ServeBody>, Failure> {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, live: Arc<LiveGuard>) -> Result<Response<ServeBody>, Failure> {
         match &self.handler {
-            Handler::Http(h) => h.handle(req.map(|b| b.map_err(Into::into).boxed_unsync()), &self.grants, self.config.limits).await,
+            Handler::Http(h) => {
+                let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+                h.handle(req, &self.grants, self.config.limits, Box::new(live)).await
+            }
             Handler::Wagi(w) => wagi::handle(w.as_ref(), req, peer, self.local, &self.grants, self.config.limits).await,
         }
     }
@@ -360,7 +365,7 @@ impl Drop for LiveGuard {
 
 struct HoldBody {
     inner: ServeBody,
-    _guard: Option<LiveGuard>,
+    _guard: Option<Arc<LiveGuard>>,
 }
 
 impl Body for HoldBody {

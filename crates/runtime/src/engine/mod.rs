@@ -76,14 +76,20 @@ pub trait Guest: Send {
 /// A loaded wasi:http component.
 pub trait HttpProgram: Send + Sync {
     /// Serves one request in a fresh instance granted `grants`. Resolves when the guest has set the
-    /// response (its body may still be streaming) or failed to.
+    /// response (its body may still be streaming) or failed to. `hold` is dropped only once the
+    /// request's store, and with it its instance slot, is gone (which may be after the response).
     fn handle<'a>(
         &'a self,
         req: http::Request<HttpBody>,
         grants: &'a Grants,
         limits: RequestLimits,
+        hold: Hold,
     ) -> BoxFuture<'a, Result<http::Response<HttpBody>, Failure>>;
 }
+
+/// What a caller keeps alive for as long as a request's instance exists: the serving loop's admission
+/// permit, so that it admits a request only when an instance slot is free.
+pub type Hold = Box<dyn std::any::Any + Send + Sync>;
 
 /// A loaded WAGI module.
 pub trait WagiProgram: Send + Sync {

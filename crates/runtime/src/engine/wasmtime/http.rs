@@ -29,7 +29,7 @@ use super::host::{self, ComponentHost, Slicing};
 use super::outcome::{link_error, request_failure, root_cause};
 use super::tier::Tiered;
 use crate::Result;
-use crate::engine::{BoxError, BoxFuture, Failure, HttpBody, HttpProgram, RequestLimits, not_runnable};
+use crate::engine::{BoxError, BoxFuture, Failure, Hold, HttpBody, HttpProgram, RequestLimits, not_runnable};
 use crate::grants::Grants;
 use crate::inspect::Input;
 use crate::instance::{Stdio, StdioSpec};
@@ -89,6 +89,7 @@ impl HttpProgram for HttpHandler {
         req: http::Request<HttpBody>,
         grants: &'a Grants,
         limits: RequestLimits,
+        hold: Hold,
     ) -> BoxFuture<'a, Result<http::Response<HttpBody>, Failure>> {
         Box::pin(async move {
             if let (Some(max), Some(len)) = (limits.max_body, declared_length(&req))
@@ -103,7 +104,7 @@ impl HttpProgram for HttpHandler {
                 HttpHandler::P2(pre) => pre.engine(),
                 HttpHandler::P3(pre) => pre.engine(),
             };
-            let store = host::new_store(engine, host, Slicing::Yield);
+            let store = Owned { store: host::new_store(engine, host, Slicing::Yield), _hold: hold };
             let too_large = Arc::new(AtomicBool::new(false));
             let req =
                 req.map(|b| LimitedBody { inner: b, left: limits.max_body, max: limits.max_body.unwrap_or(0), flag: too_large.clone() });
@@ -170,26 +171,34 @@ async fn first<S>(run: impl Future<Output = Ran> + Send + 'static, rx: &mut toki
 /// Serves one request with a WASI 0.2 handler: the response comes through its outparam.
 async fn serve_p2(
     pre: ProxyPre<ComponentHost>,
-    mut store: wasmtime::Store<ComponentHost>,
+    mut owned: Owned,
     req: http::Request<LimitedBody<HttpBody>>,
     ending: Ending,
 ) -> Result<http::Response<HyperOutgoingBody>, Failure> {
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     let (req, out) = {
-        let mut view = store.data_mut().http_view();
+        let mut view = owned.store.data_mut().http_view();
         let req = view.new_incoming_request(Scheme::Http, req).map_err(|e| Failure::Host(root_cause(&e)))?;
         let out = view.new_response_outparam(tx).map_err(|e| Failure::Host(root_cause(&e)))?;
         (req, out)
     };
     let timeout = ending.limits.timeout;
     let run = within(timeout, async move {
-        let proxy = pre.instantiate_async(&mut store).await?;
-        proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+        let store = &mut owned.store;
+        let proxy = pre.instantiate_async(&mut *store).await?;
+        proxy.wasi_http_incoming_handler().call_handle(store, req, out).await
     });
     match first(run, &mut rx).await {
         First::Sent(sent) => ending.answered(Ok(sent), None),
         First::Ran(ran) => ending.answered(rx.try_recv().map_err(|_| ()), Some(ran)),
     }
+}
+
+/// A request's store and the caller's [`Hold`]: fields drop in order, so the hold goes only after the
+/// store (and its instance slot) is gone, whenever the run ends (answered, failed, past its deadline).
+struct Owned {
+    store: wasmtime::Store<ComponentHost>,
+    _hold: Hold,
 }
 
 /// What a WASI 0.3 handler returned: a response, or an error code.
@@ -199,15 +208,15 @@ type P3Sent = Result<http::Response<WasiBody>, P3ErrorCode>;
 /// may go on writing; the store's event loop runs until the client has it all.
 async fn serve_p3(
     pre: ServicePre<ComponentHost>,
-    mut store: wasmtime::Store<ComponentHost>,
+    mut owned: Owned,
     req: http::Request<LimitedBody<HttpBody>>,
     ending: Ending,
 ) -> Result<http::Response<WasiBody>, Failure> {
     let (tx, mut rx) = tokio::sync::oneshot::channel::<P3Sent>();
-    let (req, _io) = P3Request::from_http(store.data_mut().http_view().hooks, with_origin(req));
+    let (req, _io) = P3Request::from_http(owned.store.data_mut().http_view().hooks, with_origin(req));
     let timeout = ending.limits.timeout;
     let run = within(timeout, async move {
-        let service = pre.instantiate_async(&mut store).await?;
+        let service = pre.instantiate_async(&mut owned.store).await?;
         // The store's event loop runs until the client has the whole body (the guest may still be
         // writing it). That end is awaited out here, not inside the loop: a wake-up from inside came
         // late or not at all for some requests, whose stores then lived on to their deadline and
@@ -215,7 +224,7 @@ async fn serve_p3(
         // the request's instance slot is free before the server admits the next one.
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
-        let serving = store.run_concurrent(async move |s| {
+        let serving = owned.store.run_concurrent(async move |s| {
             let res = match service.handle(s, req).await? {
                 Ok(res) => res,
                 Err(code) => {
@@ -234,7 +243,7 @@ async fn serve_p3(
             served = serving => served?,
             _ = done_rx => Ok(()),
         };
-        drop(store);
+        drop(owned);
         drop(ended_tx);
         served
     });

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::compile::Compiled;
 use super::{Tier, WasmtimeEngine};
 use crate::Result;
-use crate::engine::{BoxFuture, Failure, HttpBody, HttpProgram, RequestLimits, WagiOutput, WagiProgram};
+use crate::engine::{BoxFuture, Failure, Hold, HttpBody, HttpProgram, RequestLimits, WagiOutput, WagiProgram};
 use crate::grants::Grants;
 use crate::inspect::{Input, WasmKind};
 
@@ -79,8 +79,9 @@ impl<P: HttpProgram> HttpProgram for Tiered<P> {
         req: http::Request<HttpBody>,
         grants: &'a Grants,
         limits: RequestLimits,
+        hold: Hold,
     ) -> BoxFuture<'a, Result<http::Response<HttpBody>, Failure>> {
-        self.current().handle(req, grants, limits)
+        self.current().handle(req, grants, limits, hold)
     }
 }
 
