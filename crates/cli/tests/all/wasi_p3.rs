@@ -99,25 +99,30 @@ fn a_wasi_0_3_component_travels_as_an_artifact_that_says_so() {
 fn a_wasi_0_3_service_frees_each_instance_before_the_next_request() {
     let Some(service) = guest("http-service") else { return };
     let s = Served::start(service.to_str().unwrap(), &["--max-concurrency", "4", "--timeout", "60s"]);
-    let clients: Vec<_> = (0..4)
+    for statuses in keep_alive_clients(&s.addr, 4, 500, "/") {
+        assert_eq!(statuses.keys().collect::<Vec<_>>(), ["HTTP/1.1 200 OK"], "{statuses:?}");
+    }
+}
+
+/// `clients` keep-alive connections to `addr`, each sending `requests` GETs of `path` one after the
+/// other; the status lines each got, counted.
+fn keep_alive_clients(addr: &str, clients: usize, requests: usize, path: &str) -> Vec<std::collections::BTreeMap<String, u32>> {
+    let threads: Vec<_> = (0..clients)
         .map(|_| {
-            let addr = s.addr.clone();
+            let (addr, request) = (addr.to_string(), format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n"));
             std::thread::spawn(move || {
                 let mut conn = std::net::TcpStream::connect(&addr).unwrap();
                 conn.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
                 let mut statuses = std::collections::BTreeMap::<String, u32>::new();
-                for _ in 0..500 {
-                    conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+                for _ in 0..requests {
+                    conn.write_all(request.as_bytes()).unwrap();
                     *statuses.entry(read_response_head(&mut conn)).or_default() += 1;
                 }
                 statuses
             })
         })
         .collect();
-    for c in clients {
-        let statuses = c.join().unwrap();
-        assert_eq!(statuses.keys().collect::<Vec<_>>(), ["HTTP/1.1 200 OK"], "{statuses:?}");
-    }
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
 /// Reads one response with a `content-length` from `conn`; its status line.
@@ -197,23 +202,7 @@ fn more_clients_than_instance_slots_never_find_the_pool_full() {
     }
     for (guest, path, want) in served {
         let s = Served::start(&guest, &["--max-concurrency", "4", "--timeout", "60s"]);
-        let clients: Vec<_> = (0..16)
-            .map(|_| {
-                let addr = s.addr.clone();
-                std::thread::spawn(move || {
-                    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-                    conn.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-                    let mut statuses = std::collections::BTreeMap::<String, u32>::new();
-                    for _ in 0..300 {
-                        conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).unwrap();
-                        *statuses.entry(read_response_head(&mut conn)).or_default() += 1;
-                    }
-                    statuses
-                })
-            })
-            .collect();
-        for c in clients {
-            let statuses = c.join().unwrap();
+        for statuses in keep_alive_clients(&s.addr, 16, 300, path) {
             assert_eq!(statuses.keys().collect::<Vec<_>>(), [want], "{guest}: {statuses:?}");
         }
     }
