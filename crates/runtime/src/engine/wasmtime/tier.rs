@@ -55,9 +55,12 @@ impl Upgrade {
     }
 
     /// Compiles into the cache only: the program that started keeps Winch's code (a command), the
-    /// next start gets Cranelift's. A process that ends first leaves the work undone.
+    /// next start gets Cranelift's. A process that ends first leaves the work undone; without a cache
+    /// there is nothing to do.
     pub(super) fn cache_only(self) {
-        let _ = self.spawn(|_, _| Ok(()));
+        if self.engine.options.cache.is_some() {
+            let _ = self.spawn(|_, _| Ok(()));
+        }
     }
 }
 
