@@ -13,8 +13,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use wasmcell_oci::auth::CredentialStore;
 use wasmcell_oci::launch::Launch;
 use wasmcell_oci::registry::{self, Client, Event, Options, PullReport};
-use wasmcell_oci::{Reference, Store, trust};
+use wasmcell_oci::{Reference, Store, precompiled, trust};
+use wasmcell_runtime::WasmtimeEngine;
 use wasmcell_runtime::home::Home;
+use wasmcell_runtime::inspect::Input;
 use wasmcell_sign::Policy;
 
 /// The image store under the home.
@@ -150,20 +152,48 @@ pub fn pull(
     Ok(report)
 }
 
+/// What `run` and `serve` were asked to run.
+pub struct Target {
+    /// The wasm file to load.
+    pub path: PathBuf,
+    /// What the image's config says, when the target is an image.
+    pub launch: Option<Launch>,
+    /// Where the image came from, for the precompiled code that may travel beside it.
+    pub origin: Option<Origin>,
+}
+
+/// An image's registry, digest and the trust in force, for what is looked up beside it.
+pub struct Origin {
+    pub reference: Reference,
+    /// The image's top-level digest (what its signatures and referrers name).
+    pub digest: wasmcell_oci::Digest,
+    /// The pull policy lets the command talk to the registry.
+    pub connect: bool,
+    pub flags: RegistryFlags,
+    pub policy: Option<Arc<Policy>>,
+}
+
 /// A `run`/`serve` target: a file path as is, or an image resolved (and pulled per `policy`)
 /// into the wasm file to load and what its config says.
-pub fn resolve_target(target: &str, policy: PullPolicy, flags: &RegistryFlags, trust: &TrustFlags) -> Result<(PathBuf, Option<Launch>)> {
+pub fn resolve_target(target: &str, policy: PullPolicy, flags: &RegistryFlags, trust: &TrustFlags) -> Result<Target> {
     if looks_like_file(target) {
-        return Ok((PathBuf::from(target), None));
+        return Ok(Target { path: PathBuf::from(target), launch: None, origin: None });
     }
-    let launch = resolve(&parse_ref(target)?, policy, flags, trust)?;
-    Ok((launch.wasm.clone(), Some(launch)))
+    let reference = parse_ref(target)?;
+    let (launch, digest, signature_policy) = resolve(&reference, policy, flags, trust)?;
+    let origin = Origin { reference, digest, connect: policy != PullPolicy::Never, flags: flags.clone(), policy: signature_policy };
+    Ok(Target { path: launch.wasm.clone(), launch: Some(launch), origin: Some(origin) })
 }
 
 /// Finds `reference` in the store (pulling it as `policy` says), checks it against the signature
 /// policy with the signatures stored beside it (an image pulled or loaded before the policy existed
-/// is judged too), and resolves what to run.
-pub fn resolve(reference: &Reference, policy: PullPolicy, flags: &RegistryFlags, trust: &TrustFlags) -> Result<Launch> {
+/// is judged too), and resolves what to run; with the image's digest and the policy in force.
+fn resolve(
+    reference: &Reference,
+    policy: PullPolicy,
+    flags: &RegistryFlags,
+    trust: &TrustFlags,
+) -> Result<(Launch, wasmcell_oci::Digest, Option<Arc<Policy>>)> {
     let signature_policy = self::policy(trust)?;
     let store = store()?;
     let name = reference.to_string();
@@ -182,7 +212,52 @@ pub fn resolve(reference: &Reference, policy: PullPolicy, flags: &RegistryFlags,
         let verdict = trust::check_stored(&store, signature_policy, reference, &record)?;
         tracing::debug!(image = %name, "{verdict}");
     }
-    Ok(Launch::from_store(&store, reference, &record)?)
+    Ok((Launch::from_store(&store, reference, &record)?, record.target.digest.clone(), signature_policy))
+}
+
+/// Before an image's first start on this engine (nothing in the compiled-code cache): takes the
+/// precompiled code attached to the image in its registry into the cache, when the signature
+/// policy trusts its signer and it was compiled for this engine and this wasm
+/// (`wasmcell_oci::precompiled`); otherwise says why, and the load compiles as usual.
+pub fn take_precompiled(engine: &WasmtimeEngine, input: &Input, origin: Option<&Origin>) {
+    let Some(origin) = origin else { return };
+    if input.precompiled || !matches!(engine.is_cached(input), Ok(false)) {
+        return;
+    }
+    let image = &origin.reference;
+    let Some(policy) = origin.policy.as_deref().filter(|p| trust::identity(image).is_ok_and(|i| p.needs_signatures(&i))) else {
+        tracing::info!(%image, "no signature policy requires a signer for this image: precompiled code is not looked for");
+        return;
+    };
+    if !origin.connect {
+        tracing::info!(%image, "--pull never: precompiled code is not looked for");
+        return;
+    }
+    let started = std::time::Instant::now();
+    let found = (|| {
+        let fingerprint = engine.code_fingerprint(input).map_err(|e| e.to_string())?;
+        let client = Client::new(options(&origin.flags, false), image).map_err(|e| e.to_string())?;
+        let wasm = wasmcell_oci::Digest::of(&input.bytes);
+        let trusted = tokio()
+            .map_err(|e| e.to_string())?
+            .block_on(client.trusted_code(image, &origin.digest, &wasm, &fingerprint, policy))
+            .map_err(|not| if not.found { format!("warning: {}", not.reason) } else { not.reason })?;
+        engine.adopt_code(input, &trusted.bytes).map_err(|e| format!("warning: precompiled code {}: {e}", trusted.digest))?;
+        Ok::<_, String>(trusted)
+    })();
+    match found {
+        Ok(trusted) => tracing::info!(
+            %image,
+            code = %trusted.digest,
+            bytes = trusted.bytes.len(),
+            elapsed = ?started.elapsed(),
+            "using precompiled code ({})",
+            trusted.verdict
+        ),
+        // Code that exists but may not run is worth a line on stderr; none at all is the usual case.
+        Err(why) if why.starts_with("warning: ") => eprintln!("wasmcell: {why}; compiling here"),
+        Err(why) => tracing::info!(%image, "{why}; compiling here"),
+    }
 }
 
 /// Whether `arg` names a file rather than an image: it exists, or looks like a path.
@@ -198,4 +273,69 @@ pub fn looks_like_file(arg: &str) -> bool {
 /// Parses a reference, with the CLI's error.
 pub fn parse_ref(s: &str) -> Result<Reference> {
     Ok(s.parse::<Reference>()?)
+}
+
+/// The engine an image's wasm runs on by default, which is what `push --precompile` compiles for:
+/// `serve`'s for a wasi:http service, `run`'s otherwise (their settings differ, so their code does).
+pub fn default_engine_for(input: &Input, choice: wasmcell_runtime::engine::EngineChoice) -> Result<WasmtimeEngine> {
+    let serves = wasmcell_runtime::inspect::inspect(&input.bytes).is_ok_and(|info| info.serves_http());
+    if serves {
+        let options = crate::commands::serve::engine_options(choice, 1, crate::commands::serve::DEFAULT_MEMORY, None);
+        return Ok(WasmtimeEngine::new(options)?);
+    }
+    crate::commands::engine(choice, false, None, false)
+}
+
+/// Compiles the wasm of the stored image `record` (named `reference`) for [`default_engine_for`].
+pub fn compile_image(
+    store: &Store,
+    reference: &Reference,
+    record: &wasmcell_oci::store::ImageRecord,
+    choice: wasmcell_runtime::engine::EngineChoice,
+) -> Result<precompiled::Code> {
+    let launch = Launch::from_store(store, reference, record)?;
+    let input = Input::read(&launch.wasm)?;
+    let engine = default_engine_for(&input, choice)?;
+    let (bytes, fingerprint) = engine.compile_code(&input)?;
+    let config = precompiled::CodeConfig { fingerprint, wasm: wasmcell_oci::Digest::of(&input.bytes), engine: engine.describe() };
+    Ok(precompiled::Code { config, bytes })
+}
+
+/// What attaching precompiled code did: the referrer and its signature.
+#[derive(serde::Serialize)]
+pub struct Attached {
+    #[serde(flatten)]
+    pub code: precompiled::PushedCode,
+    pub signed: trust::SignReport,
+}
+
+impl Attached {
+    /// The report's words, for a command's text line.
+    pub fn describe(&self) -> String {
+        let listing = match self.code.listing {
+            precompiled::Listing::ReferrersApi => "listed by the referrers API".to_string(),
+            precompiled::Listing::FallbackTag => format!("listed by tag {}", precompiled::fallback_tag(&self.code.subject)),
+        };
+        format!(
+            "precompiled code {} for engine {} ({} bytes, {listing}), signed with key sha256:{}",
+            self.code.digest,
+            &self.code.fingerprint[..16.min(self.code.fingerprint.len())],
+            self.code.bytes,
+            self.signed.key_fingerprint
+        )
+    }
+}
+
+/// Attaches `code` to the image `subject` in `reference`'s repository and signs the referrer with `key`.
+pub async fn attach_code(
+    client: &Client,
+    reference: &Reference,
+    subject: &wasmcell_oci::image::Descriptor,
+    code: &precompiled::Code,
+    key: &wasmcell_sign::PrivateKey,
+) -> std::result::Result<Attached, wasmcell_oci::Error> {
+    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let pushed = client.push_code(reference, subject, code, &created).await?;
+    let signed = client.sign(&reference.with_digest(&pushed.digest), &pushed.digest, key).await?;
+    Ok(Attached { code: pushed, signed })
 }

@@ -12,6 +12,7 @@
 //! - [`auth`]: credentials from `wasmcell login` and the docker config, never logged.
 //! - [`unpack`]: safe extraction of compat rootfs layers.
 //! - [`layout`]: OCI image-layout tar archives (`save` / `load`).
+//! - [`precompiled`]: compiled code as a signed OCI referrer of its image (push, find, trust).
 //! - [`trust`]: signatures: fetched from the `.sig` tag, judged by the policy, kept in the store, signed.
 //!
 //! Architecture Invariant: this crate never links wasmtime; wasm is bytes here.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod image;
 pub mod launch;
 pub mod layout;
+pub mod precompiled;
 pub mod reference;
 pub mod registry;
 pub mod store;

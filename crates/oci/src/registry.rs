@@ -603,6 +603,31 @@ impl Client {
         Ok(report)
     }
 
+    /// Uploads `bytes` as a blob of `reference`'s repository unless the registry has it already
+    /// (the caller authorized for push).
+    pub(crate) async fn upload_blob(&self, reference: &Reference, bytes: &[u8]) -> Result<()> {
+        let digest = Digest::of(bytes).to_string();
+        let exists =
+            self.retry(|| self.oci.blob_exists(reference.as_oci(), &digest)).await.map_err(|e| self.map_err(reference, "blob check", e))?;
+        if !exists {
+            let data = bytes::Bytes::copy_from_slice(bytes);
+            self.retry(|| self.oci.push_blob(reference.as_oci(), data.clone(), &digest))
+                .await
+                .map_err(|e| self.map_err(reference, "blob upload", e))?;
+        }
+        Ok(())
+    }
+
+    /// PUTs `bytes` as the manifest (or index) `target` names, of `media_type`.
+    pub(crate) async fn put_manifest(&self, target: Reference, bytes: &[u8], media_type: &'static str) -> Result<()> {
+        let content_type = reqwest::header::HeaderValue::from_static(media_type);
+        let body = bytes::Bytes::copy_from_slice(bytes);
+        self.retry(|| self.oci.push_manifest_raw(target.as_oci(), body.clone(), content_type.clone()))
+            .await
+            .map_err(|e| self.map_err(&target, "manifest upload", e))?;
+        Ok(())
+    }
+
     /// Checks credentials against the registry (what `login` does before saving them).
     pub async fn check_login(&self, reference: &Reference) -> Result<()> {
         let auth = self.registry_auth(reference)?;

@@ -168,7 +168,7 @@ impl Client {
     }
 
     /// A blob of at most `size` bytes (the caller bounds `size`), read into memory.
-    async fn small_blob(&self, reference: &Reference, digest: &Digest, size: u64, what: &str) -> Result<Vec<u8>> {
+    pub(crate) async fn small_blob(&self, reference: &Reference, digest: &Digest, size: u64, what: &str) -> Result<Vec<u8>> {
         let url = format!("{}://{}/v2/{}/blobs/{digest}", self.scheme(reference), reference.registry(), reference.repository());
         let auth = self.authorize(reference, false).await?;
         let mut req = self.http.get(&url);
@@ -229,26 +229,10 @@ impl Client {
         let auth = self.registry_auth(reference)?;
         self.oci.store_auth_if_needed(reference.as_oci().resolve_registry(), &auth).await;
         for blob in &attachment.blobs {
-            let digest = blob.descriptor.digest.clone();
-            let exists = self
-                .retry(|| self.oci.blob_exists(reference.as_oci(), &digest))
-                .await
-                .map_err(|e| self.map_err(reference, "blob check", e))?;
-            if exists {
-                continue;
-            }
-            let data = bytes::Bytes::from(blob.bytes.clone());
-            self.retry(|| self.oci.push_blob(reference.as_oci(), data.clone(), &digest))
-                .await
-                .map_err(|e| self.map_err(reference, "signature upload", e))?;
+            self.upload_blob(reference, &blob.bytes).await?;
         }
         let name = signature_name(reference, digest)?;
-        let target: Reference = name.parse()?;
-        let content_type = reqwest::header::HeaderValue::from_static(wasmcell_sign::OCI_MANIFEST_MEDIA_TYPE);
-        let body = bytes::Bytes::from(attachment.manifest.clone());
-        self.retry(|| self.oci.push_manifest_raw(target.as_oci(), body.clone(), content_type.clone()))
-            .await
-            .map_err(|e| self.map_err(reference, "signature upload", e))?;
+        self.put_manifest(name.parse()?, &attachment.manifest, wasmcell_sign::OCI_MANIFEST_MEDIA_TYPE).await?;
         let mut layers = existing.map(|s| s.layers).unwrap_or_default();
         layers.push(layer);
         let config = attachment.blobs.iter().find(|b| b.descriptor.digest == attachment.config.digest).map(|b| b.bytes.clone());

@@ -8,6 +8,7 @@ use clap::Args;
 use wasmcell_oci::image::{self, Descriptor, build_artifact};
 use wasmcell_oci::registry::Client;
 use wasmcell_oci::{Error, Reference};
+use wasmcell_runtime::engine::EngineChoice;
 use wasmcell_runtime::inspect::Input;
 
 use super::Format;
@@ -29,6 +30,12 @@ pub struct PushCommand {
     #[arg(long = "sign", value_name = "KEY")]
     sign: Option<PathBuf>,
 
+    /// Also compile the image for this machine's engine (serve's for a wasi:http service, run's
+    /// otherwise) and attach the code to the image as a signed OCI referrer: a node whose engine
+    /// matches and whose signature policy trusts the key then starts it without compiling. Needs --sign.
+    #[arg(long, requires = "sign")]
+    precompile: bool,
+
     /// Output format (json prints what was transferred).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -49,6 +56,8 @@ struct Pushed<'a> {
     push: &'a wasmcell_oci::registry::PushReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     signed: Option<&'a wasmcell_oci::trust::SignReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    precompiled: Option<&'a images::Attached>,
 }
 
 impl PushCommand {
@@ -76,14 +85,20 @@ impl PushCommand {
             .collect();
         // The key opens before anything is uploaded: a wrong password fails first.
         let key = self.sign.as_deref().map(super::key::private_key).transpose()?;
+        // So does a compile: nothing is uploaded for an image whose code cannot be made.
+        let code = self.precompile.then(|| images::compile_image(&store, &reference, &record, EngineChoice::Auto)).transpose()?;
         let client = Client::new(images::options(&self.registry, !self.quiet && self.format == Format::Text), &reference)?;
-        let (report, signed) = images::tokio()?.block_on(async {
+        let (report, signed, attached) = images::tokio()?.block_on(async {
             let report = client.push(&store, &record, &reference, &mount_from).await?;
             let signed = match &key {
                 Some(key) => Some(client.sign(&reference, &report.digest, key).await?),
                 None => None,
             };
-            Ok::<_, Error>((report, signed))
+            let attached = match (&code, &key) {
+                (Some(code), Some(key)) => Some(images::attach_code(&client, &reference, &record.target, code, key).await?),
+                _ => None,
+            };
+            Ok::<_, Error>((report, signed, attached))
         })?;
         // Kept beside the local image too, so `run` under a policy that requires the key accepts it.
         if let Some(s) = &signed
@@ -92,7 +107,7 @@ impl PushCommand {
             let _lock = store.lock_shared()?;
             wasmcell_oci::trust::keep(&store, &reference, &s.digest, &s.attachment)?;
         }
-        let output = Pushed { push: &report, signed: signed.as_ref() };
+        let output = Pushed { push: &report, signed: signed.as_ref(), precompiled: attached.as_ref() };
         super::print_report(self.format, self.quiet, &output, || {
             let mut line = format!(
                 "{}: pushed {}, {} blobs uploaded ({} bytes), {} mounted, {} already there",
@@ -100,6 +115,9 @@ impl PushCommand {
             );
             if let Some(s) = &signed {
                 line.push_str(&format!("; signed with key sha256:{} ({})", s.key_fingerprint, s.signature));
+            }
+            if let Some(a) = &attached {
+                line.push_str(&format!("; {}", a.describe()));
             }
             line
         })

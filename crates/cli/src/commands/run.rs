@@ -63,10 +63,12 @@ pub struct RunCommand {
 
 impl RunCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        let (path, image) = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust)?;
-        let policy = self.policy(&path, image.as_ref())?;
+        let target = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust)?;
+        let (path, image) = (&target.path, target.launch.as_ref());
+        let policy = self.policy(path, image)?;
         let engine = super::engine(self.engine.choice, !self.no_cache, policy.limits.max_stack, self.allow_precompiled)?;
-        let input = Input::read(&path)?;
+        let input = Input::read(path)?;
+        images::take_precompiled(&engine, &input, target.origin.as_ref());
         let program = engine.load_command(&input, None)?;
         let grants = super::sandbox::grants(policy)?;
         let instance = Instance::create(&program, &grants, &Stdio::inherit())?;

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use wasmcell_runtime::engine::{Allocator, EngineOptions, PoolOptions, RequestLimits};
+use wasmcell_runtime::cache::Cache;
+use wasmcell_runtime::engine::{Allocator, EngineChoice, EngineOptions, PoolOptions, RequestLimits};
 use wasmcell_runtime::inspect::{Input, WasmKind};
 use wasmcell_runtime::policy::{self, OutboundRule};
 use wasmcell_runtime::{Engine, Error, SandboxPolicy, WasmtimeEngine};
@@ -100,12 +101,13 @@ pub struct ServeCommand {
 }
 
 /// Memory per instance when --memory is not given (it sizes the instance pool).
-const DEFAULT_MEMORY: u64 = 128 << 20;
+pub const DEFAULT_MEMORY: u64 = 128 << 20;
 
 impl ServeCommand {
     pub fn execute(self) -> Result<()> {
-        let (path, image) = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust)?;
-        let policy = self.policy(&path, image.as_ref())?;
+        let target = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust)?;
+        let (path, image) = (&target.path, target.launch.as_ref());
+        let policy = self.policy(path, image)?;
         let timeout = policy::parse_duration(&self.timeout).map_err(config)?;
         let drain_timeout = policy::parse_duration(&self.drain_timeout).map_err(config)?;
         let max_body = policy::parse_size(&self.max_body).map_err(config)?;
@@ -113,7 +115,9 @@ impl ServeCommand {
             return Err(Error::Config("--max-concurrency must be at least 1".into()).into());
         }
         let engine = self.engine(&policy)?;
-        let handler = load(&engine, &Input::read(&path)?)?;
+        let input = Input::read(path)?;
+        images::take_precompiled(&engine, &input, target.origin.as_ref());
+        let handler = load(&engine, &input)?;
         // Running guests yield now and then, so deadlines fire and threads are shared.
         engine.start_time_slicing().context("failed to start the epoch thread")?;
 
@@ -185,16 +189,10 @@ impl ServeCommand {
     fn engine(&self, policy: &SandboxPolicy) -> Result<WasmtimeEngine> {
         let cache =
             (!self.no_cache).then(|| wasmcell_runtime::cache::Cache::new(wasmcell_runtime::home::Home::from_env().compiled_cache()));
-        let max_memory = policy.limits.memory.unwrap_or(DEFAULT_MEMORY);
-        let mut options = EngineOptions {
-            cache,
-            max_stack: policy.limits.max_stack,
-            allow_precompiled: self.allow_precompiled,
-            single_instance: false,
-            pooling: Some(PoolOptions { instances: u32::try_from(self.max_concurrency).unwrap_or(u32::MAX), max_memory }),
-            ..Default::default()
-        };
-        self.engine_flag.choice.apply(&mut options);
+        let mut options =
+            engine_options(self.engine_flag.choice, self.max_concurrency, policy.limits.memory.unwrap_or(DEFAULT_MEMORY), cache);
+        options.max_stack = policy.limits.max_stack;
+        options.allow_precompiled = self.allow_precompiled;
         let engine = WasmtimeEngine::new(options)?;
         match engine.allocator() {
             Allocator::Pooling(n) if n as usize >= self.max_concurrency => tracing::debug!(instances = n, "instance pool reserved"),
@@ -205,6 +203,16 @@ impl ServeCommand {
         }
         Ok(engine)
     }
+}
+
+/// The engine settings of `serve` (also what `push --precompile` compiles a wasi:http service for):
+/// a pool of `max_concurrency` instances of at most `max_memory` each, copy-on-write memory images.
+pub fn engine_options(choice: EngineChoice, max_concurrency: usize, max_memory: u64, cache: Option<Cache>) -> EngineOptions {
+    let instances = u32::try_from(max_concurrency).unwrap_or(u32::MAX);
+    let mut options =
+        EngineOptions { cache, single_instance: false, pooling: Some(PoolOptions { instances, max_memory }), ..Default::default() };
+    choice.apply(&mut options);
+    options
 }
 
 /// A component is served as wasi:http, a core module as WAGI.

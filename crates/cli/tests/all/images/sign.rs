@@ -54,7 +54,7 @@ fn push_signed(cell: &Cell, file: &str, image: &str, key: &Path) -> Value {
 }
 
 /// `PUT` of a manifest (bytes as given) at `tag` of `repo`.
-fn put_manifest(registry: &Registry, repo: &str, tag: &str, bytes: &[u8]) {
+pub(crate) fn put_manifest(registry: &Registry, repo: &str, tag: &str, bytes: &[u8]) {
     let addr = registry.addr();
     let resp = http_request(
         &addr,
@@ -68,7 +68,7 @@ fn put_manifest(registry: &Registry, repo: &str, tag: &str, bytes: &[u8]) {
 }
 
 /// Uploads a blob to `repo` (POST, then PUT with the digest).
-fn put_blob(registry: &Registry, repo: &str, bytes: &[u8]) {
+pub(crate) fn put_blob(registry: &Registry, repo: &str, bytes: &[u8]) {
     let addr = registry.addr();
     let started = http_request(&addr, "POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"").unwrap();
     assert_eq!(started.status, 202, "{}", started.text());

@@ -161,6 +161,58 @@ impl WasmtimeEngine {
     }
 }
 
+/// Code compiled on one machine and run on another (precompiled code shipped beside an image): the
+/// engine says what it needs and takes it into its cache; the image side finds and checks it.
+impl WasmtimeEngine {
+    /// The fingerprint (hex) that code for `input` must have been compiled for to load on this
+    /// engine's main tier: wasmtime's version, settings and CPU features, and the compiler.
+    pub fn code_fingerprint(&self, input: &Input) -> Result<String> {
+        Ok(hex::encode(self.flavor_for(Tier::Main, input, input.kind()?)?.fingerprint))
+    }
+
+    /// Whether the main tier's code for `input` is in the cache (a load would not compile).
+    pub fn is_cached(&self, input: &Input) -> Result<bool> {
+        let Some(cache) = &self.options.cache else { return Ok(false) };
+        let flavor = self.flavor_for(Tier::Main, input, input.kind()?)?;
+        Ok(cache.path(&Cache::key(&input.bytes, &flavor.fingerprint)).exists())
+    }
+
+    /// Compiles `input` for this engine's main tier: the code and the fingerprint it is for.
+    pub fn compile_code(&self, input: &Input) -> Result<(Vec<u8>, String)> {
+        if input.precompiled {
+            return Err(not_runnable(format!("{}: is already precompiled", input.name)));
+        }
+        let (flavor, code) = self.compile(Tier::Main, input, input.kind()?)?;
+        Ok((code, hex::encode(flavor.fingerprint)))
+    }
+
+    /// Puts `code`, compiled elsewhere for [`Self::code_fingerprint`] (the caller checked that and
+    /// who made it), in the cache where the next load finds it. wasmtime checks its version and
+    /// settings again as it loads it; code it rejects is deleted and compiled here.
+    pub fn adopt_code(&self, input: &Input, code: &[u8]) -> Result<()> {
+        let Some(cache) = &self.options.cache else {
+            return Err(crate::Error::Config("precompiled code needs the compiled-code cache".into()));
+        };
+        let kind = input.kind()?;
+        let expected = match kind {
+            WasmKind::Module => wasmtime::Precompiled::Module,
+            WasmKind::Component => wasmtime::Precompiled::Component,
+        };
+        if wasmtime::Engine::detect_precompiled(code) != Some(expected) {
+            return Err(not_runnable(format!("{}: the precompiled code is not a wasmtime {kind:?}", input.name)));
+        }
+        let flavor = self.flavor_for(Tier::Main, input, kind)?;
+        cache
+            .put(&Cache::key(&input.bytes, &flavor.fingerprint), code)
+            .map_err(|e| crate::Error::Config(format!("failed to write the compiled-code cache {}: {e}", cache.dir().display())))
+    }
+
+    /// The main tier's engine in words: "wasmtime 48.0.8, cranelift, x86_64".
+    pub fn describe(&self) -> String {
+        format!("wasmtime 48.0.8, {}, {}", self.options.compiler.name(), std::env::consts::ARCH)
+    }
+}
+
 /// Hashes wasmtime's compatibility hash (version, compiler settings, CPU features) to stable bytes.
 pub(super) fn fingerprint(engine: &wasmtime::Engine, compiler: Compiler) -> [u8; 32] {
     struct ShaHasher(Sha256);
