@@ -309,47 +309,62 @@ impl Client {
             )));
         }
         let (bytes, _, _) = self.get_manifest(reference, &candidate.digest.to_string()).await?;
-        let manifest: CodeManifest =
-            serde_json::from_slice(&bytes).map_err(|e| refused(format!("malformed precompiled-code manifest: {e}")))?;
-        if manifest.artifact_type != ARTIFACT_TYPE {
-            return Err(refused(format!("artifactType {:?} is not {ARTIFACT_TYPE}", crate::error::shown(&manifest.artifact_type))));
-        }
-        if manifest.subject.digest != *subject {
-            return Err(refused(format!("it was made for image {}, not {subject}", manifest.subject.digest)));
-        }
-        let [layer] = manifest.layers.as_slice() else {
-            return Err(refused(format!("{} layers, not one", manifest.layers.len())));
-        };
-        if manifest.config.media_type != CONFIG_TYPE || layer.media_type != CODE_TYPE {
-            return Err(refused("its config or layer has an unknown media type".into()));
-        }
-        if manifest.config.size > MAX_CONFIG_BYTES {
-            return Err(refused(format!("its config declares {} bytes (at most {MAX_CONFIG_BYTES})", manifest.config.size)));
-        }
-        if layer.size > MAX_CODE_BYTES {
-            return Err(Error::TooLarge { what: format!("precompiled code {}", layer.digest), limit: MAX_CODE_BYTES });
-        }
-        let config = self.small_blob(reference, &manifest.config.digest, manifest.config.size, "precompiled-code config").await?;
-        if Digest::of(&config) != manifest.config.digest {
-            return Err(refused(format!("config {} does not match its digest", manifest.config.digest)));
-        }
-        let config: CodeConfig = serde_json::from_slice(&config).map_err(|e| refused(format!("malformed precompiled-code config: {e}")))?;
-        if config.wasm != *wasm {
-            return Err(refused(format!("it was compiled from {}, not this image's wasm {wasm}", config.wasm)));
-        }
-        if config.fingerprint != fingerprint {
-            return Err(refused(format!(
-                "it was compiled for engine {}, not this one ({})",
-                short(&config.fingerprint),
-                short(fingerprint)
-            )));
-        }
+        let (config_desc, layer) = check_manifest(&bytes, subject).map_err(refused)?;
+        let config = self.small_blob(reference, &config_desc.digest, config_desc.size, "precompiled-code config").await?;
+        check_config(&config, &config_desc.digest, wasm, fingerprint).map_err(refused)?;
         let code = self.small_blob(reference, &layer.digest, layer.size, "precompiled code").await?;
         if Digest::of(&code) != layer.digest {
             return Err(refused(format!("code {} does not match its digest", layer.digest)));
         }
         Ok(Trusted { digest: candidate.digest.clone(), bytes: code, verdict: verdict.to_string() })
     }
+}
+
+/// The config and code descriptors of a precompiled-code manifest made for `subject`; why not, in one line.
+pub fn check_manifest(bytes: &[u8], subject: &Digest) -> std::result::Result<(Descriptor, Descriptor), String> {
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(format!("its manifest is larger than {MAX_MANIFEST_BYTES} bytes"));
+    }
+    let manifest: CodeManifest = serde_json::from_slice(bytes)
+        .map_err(|e| format!("malformed precompiled-code manifest: {}", crate::error::shown(&e.to_string())))?;
+    if manifest.schema_version != 2 || manifest.artifact_type != ARTIFACT_TYPE {
+        return Err(format!("artifactType {:?} is not {ARTIFACT_TYPE}", crate::error::shown(&manifest.artifact_type)));
+    }
+    if manifest.subject.digest != *subject {
+        return Err(format!("it was made for image {}, not {subject}", manifest.subject.digest));
+    }
+    let [layer] = <[Descriptor; 1]>::try_from(manifest.layers).map_err(|layers| format!("{} layers, not one", layers.len()))?;
+    if manifest.config.media_type != CONFIG_TYPE || layer.media_type != CODE_TYPE {
+        return Err("its config or layer has an unknown media type".into());
+    }
+    if manifest.config.size > MAX_CONFIG_BYTES {
+        return Err(format!("its config declares {} bytes (at most {MAX_CONFIG_BYTES})", manifest.config.size));
+    }
+    if layer.size > MAX_CODE_BYTES {
+        return Err(format!("its code declares {} bytes (at most {MAX_CODE_BYTES})", layer.size));
+    }
+    Ok((manifest.config, layer))
+}
+
+/// The config blob `bytes` (which its manifest names as `digest`), if it is for `wasm` and `fingerprint`.
+pub fn check_config(bytes: &[u8], digest: &Digest, wasm: &Digest, fingerprint: &str) -> std::result::Result<CodeConfig, String> {
+    if Digest::of(bytes) != *digest {
+        return Err(format!("config {digest} does not match its digest"));
+    }
+    let config: CodeConfig =
+        serde_json::from_slice(bytes).map_err(|e| format!("malformed precompiled-code config: {}", crate::error::shown(&e.to_string())))?;
+    if config.wasm != *wasm {
+        return Err(format!("it was compiled from {}, not this image's wasm {wasm}", config.wasm));
+    }
+    if config.fingerprint != fingerprint {
+        return Err(format!("it was compiled for engine {}, not this one ({})", short(&config.fingerprint), short(fingerprint)));
+    }
+    Ok(config)
+}
+
+/// The precompiled-code entries of a referrers index (the API's answer or the fallback tag's).
+pub fn parse_referrers(bytes: &[u8]) -> Result<Vec<Referrer>> {
+    Ok(parse_index(bytes)?.manifests.into_iter().filter(|r| r.artifact_type.as_deref() == Some(ARTIFACT_TYPE)).collect())
 }
 
 fn same_engine(referrer: &Referrer, fingerprint: &str) -> bool {
