@@ -218,20 +218,21 @@ fn resolve(
 /// Before an image's first start on this engine (nothing in the compiled-code cache): takes the
 /// precompiled code attached to the image in its registry into the cache, when the signature
 /// policy trusts its signer and it was compiled for this engine and this wasm
-/// (`wasmcell_oci::precompiled`); otherwise says why, and the load compiles as usual.
-pub fn take_precompiled(engine: &WasmtimeEngine, input: &Input, origin: Option<&Origin>) {
-    let Some(origin) = origin else { return };
+/// (`wasmcell_oci::precompiled`); otherwise says why, and the load compiles as usual. The handle
+/// is the cache write of taken code, still under way (see `WasmtimeEngine::adopt_code`).
+pub fn take_precompiled(engine: &WasmtimeEngine, input: &Input, origin: Option<&Origin>) -> Option<std::thread::JoinHandle<()>> {
+    let origin = origin?;
     if input.precompiled || !matches!(engine.is_cached(input), Ok(false)) {
-        return;
+        return None;
     }
     let image = &origin.reference;
     let Some(policy) = origin.policy.as_deref().filter(|p| trust::identity(image).is_ok_and(|i| p.needs_signatures(&i))) else {
         tracing::info!(%image, "no signature policy requires a signer for this image: precompiled code is not looked for");
-        return;
+        return None;
     };
     if !origin.connect {
         tracing::info!(%image, "--pull never: precompiled code is not looked for");
-        return;
+        return None;
     }
     let started = std::time::Instant::now();
     let found = (|| {
@@ -242,22 +243,18 @@ pub fn take_precompiled(engine: &WasmtimeEngine, input: &Input, origin: Option<&
             .map_err(|e| e.to_string())?
             .block_on(client.trusted_code(image, &origin.digest, &wasm, &fingerprint, policy))
             .map_err(|not| if not.found { format!("warning: {}", not.reason) } else { not.reason })?;
-        engine.adopt_code(input, &trusted.bytes).map_err(|e| format!("warning: precompiled code {}: {e}", trusted.digest))?;
-        Ok::<_, String>(trusted)
+        let (digest, bytes, verdict) = (trusted.digest, trusted.bytes.len(), trusted.verdict);
+        let write = engine.adopt_code(input, trusted.bytes).map_err(|e| format!("warning: precompiled code {digest}: {e}"))?;
+        tracing::info!(%image, code = %digest, bytes, elapsed = ?started.elapsed(), "using precompiled code ({verdict})");
+        Ok::<_, String>(write)
     })();
     match found {
-        Ok(trusted) => tracing::info!(
-            %image,
-            code = %trusted.digest,
-            bytes = trusted.bytes.len(),
-            elapsed = ?started.elapsed(),
-            "using precompiled code ({})",
-            trusted.verdict
-        ),
+        Ok(write) => return Some(write),
         // Code that exists but may not run is worth a line on stderr; none at all is the usual case.
         Err(why) if why.starts_with("warning: ") => eprintln!("wasmcell: {why}; compiling here"),
         Err(why) => tracing::info!(%image, "{why}; compiling here"),
     }
+    None
 }
 
 /// Whether `arg` names a file rather than an image: it exists, or looks like a path.

@@ -180,7 +180,8 @@ impl Client {
         if !resp.status().is_success() {
             return Err(untrusted(reference, format!("{what}: HTTP {}", resp.status())));
         }
-        let mut body = Vec::new();
+        // Room for what the manifest declares, up to 64 MiB (a declaration is a stranger's word).
+        let mut body = Vec::with_capacity(usize::try_from(size.min(64 << 20)).unwrap_or(0));
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| Error::Registry(format!("GET {url}: {e}")))?;

@@ -68,11 +68,15 @@ impl RunCommand {
         let policy = self.policy(path, image)?;
         let engine = super::engine(self.engine.choice, !self.no_cache, policy.limits.max_stack, self.allow_precompiled)?;
         let input = Input::read(path)?;
-        images::take_precompiled(&engine, &input, target.origin.as_ref());
+        let cache_write = images::take_precompiled(&engine, &input, target.origin.as_ref());
         let program = engine.load_command(&input, None)?;
         let grants = super::sandbox::grants(policy)?;
         let instance = Instance::create(&program, &grants, &Stdio::inherit())?;
         let status = instance.run()?;
+        // Precompiled code reaches the cache while the guest runs; the next run finds it there.
+        if let Some(write) = cache_write {
+            let _ = write.join();
+        }
         Ok(ExitCode::from(exit::for_guest(status.code)))
     }
 

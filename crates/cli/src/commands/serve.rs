@@ -116,7 +116,8 @@ impl ServeCommand {
         }
         let engine = self.engine(&policy)?;
         let input = Input::read(path)?;
-        images::take_precompiled(&engine, &input, target.origin.as_ref());
+        // The code's cache write finishes while serving (a server stopped first leaves it undone).
+        let _cache_write = images::take_precompiled(&engine, &input, target.origin.as_ref());
         let handler = load(&engine, &input)?;
         // Running guests yield now and then, so deadlines fire and threads are shared.
         engine.start_time_slicing().context("failed to start the epoch thread")?;

@@ -80,7 +80,7 @@ fn put_index(registry: &Registry, repo: &str, tag: &str, index: &Value) {
 }
 
 fn took_the_code(err: &str, code: &str) -> bool {
-    err.contains("using precompiled code") && err.contains(code) && err.contains("cache hit") && !err.contains("compiler=")
+    err.contains("using precompiled code") && err.contains(code) && err.contains("adopted precompiled code") && !err.contains("compiler=")
 }
 
 #[test]
@@ -118,6 +118,11 @@ fn a_node_that_trusts_the_signer_starts_on_the_precompiled_code_without_compilin
     out.expect_ok();
     assert_eq!(out.stdout(), "hello from C\n");
     assert!(took_the_code(&out.stderr(), &command_code), "{}", out.stderr());
+    // ... and left it in the cache: the next run neither fetches nor compiles.
+    let out = node.run_env(&[("WASMCELL_LOG", LOG)], &["run", "--signature-policy", policy.to_str().unwrap(), &command]);
+    out.expect_ok();
+    let err = out.stderr();
+    assert!(err.contains("cache hit") && !err.contains("using precompiled code") && !err.contains("compiler="), "{err}");
 
     // `compile IMAGE --push` attaches it again: one entry per engine fingerprint, the newest.
     let out = publisher

@@ -16,6 +16,7 @@ use crate::engine::not_runnable;
 use crate::inspect::{Input, WasmKind};
 
 /// An input's compiled code, ready to link.
+#[derive(Clone)]
 pub(super) enum Compiled {
     Module(Module),
     Component(Component),
@@ -29,22 +30,26 @@ impl WasmtimeEngine {
     }
 
     /// Compiles `input` for the engine of `tier` that [`Self::flavor_for`] picks, or the concurrent
-    /// one when the plain one refuses a component the scan misread.
-    pub(super) fn compile(&self, tier: Tier, input: &Input, kind: WasmKind) -> Result<(&Flavor, Vec<u8>)> {
+    /// one when the plain one refuses a component the scan misread: the code ready to link and
+    /// serialized (for the cache, or a precompiled artifact).
+    pub(super) fn compile(&self, tier: Tier, input: &Input, kind: WasmKind) -> Result<(&Flavor, Compiled, Vec<u8>)> {
         let flavor = self.flavor_for(tier, input, kind)?;
         match self.compile_with(flavor, input, kind) {
             Err(first) if kind == WasmKind::Component && !flavor.engine.get_concurrency_support() => {
                 let concurrent = self.engine_for(tier, true)?;
                 match self.compile_with(concurrent, input, kind) {
-                    Ok(bytes) => Ok((concurrent, bytes)),
+                    Ok((code, bytes)) => Ok((concurrent, code, bytes)),
                     Err(_) => Err(first),
                 }
             }
-            compiled => Ok((flavor, compiled?)),
+            compiled => {
+                let (code, bytes) = compiled?;
+                Ok((flavor, code, bytes))
+            }
         }
     }
 
-    fn compile_with(&self, flavor: &Flavor, input: &Input, kind: WasmKind) -> Result<Vec<u8>> {
+    fn compile_with(&self, flavor: &Flavor, input: &Input, kind: WasmKind) -> Result<(Compiled, Vec<u8>)> {
         let what = match kind {
             WasmKind::Module => "module",
             WasmKind::Component => "component",
@@ -57,13 +62,22 @@ impl WasmtimeEngine {
         let by = if compiler == Compiler::Cranelift { String::new() } else { format!(" for --engine {}", compiler.name()) };
         let invalid = |e: wasmtime::Error| not_runnable(format!("{}: invalid {what}{by}: {}", input.name, root_cause(&e)));
         let start = std::time::Instant::now();
-        let bytes = match kind {
-            WasmKind::Module => Module::new(&flavor.engine, &input.bytes).map_err(invalid)?.serialize(),
-            WasmKind::Component => Component::new(&flavor.engine, &input.bytes).map_err(invalid)?.serialize(),
-        }
-        .map_err(engine_err)?;
+        // The compiled code is used as it is: serializing copies it, loading those bytes back would
+        // copy and map it once more (35 MB for CPython) before the first start.
+        let (code, bytes) = match kind {
+            WasmKind::Module => {
+                let module = Module::new(&flavor.engine, &input.bytes).map_err(invalid)?;
+                let bytes = module.serialize().map_err(engine_err)?;
+                (Compiled::Module(module), bytes)
+            }
+            WasmKind::Component => {
+                let component = Component::new(&flavor.engine, &input.bytes).map_err(invalid)?;
+                let bytes = component.serialize().map_err(engine_err)?;
+                (Compiled::Component(component), bytes)
+            }
+        };
         tracing::debug!(input = %input.name, compiler = compiler.name(), elapsed = ?start.elapsed(), "compiled");
-        Ok(bytes)
+        Ok((code, bytes))
     }
 
     fn deserialize(flavor: &Flavor, kind: WasmKind, compiled: &[u8]) -> wasmtime::Result<Compiled> {
@@ -84,6 +98,9 @@ impl WasmtimeEngine {
             return Ok((self.load_precompiled(input)?, None));
         }
         let kind = input.kind()?;
+        if let Some(adopted) = self.take_adopted(input, kind)? {
+            return Ok((adopted, None));
+        }
         if let Some(hit) = self.cached(Tier::Main, input, kind)? {
             return Ok((hit, None));
         }
@@ -127,14 +144,14 @@ impl WasmtimeEngine {
 
     /// Compiles the input for `tier` now and puts the code in the cache.
     pub(super) fn compile_cached(&self, tier: Tier, input: &Input, kind: WasmKind) -> Result<Compiled> {
-        let (flavor, compiled) = self.compile(tier, input, kind)?;
+        let (flavor, code, bytes) = self.compile(tier, input, kind)?;
         if let Some(cache) = &self.options.cache {
             let key = Cache::key(&input.bytes, &flavor.fingerprint);
-            if let Err(e) = cache.put(&key, &compiled) {
+            if let Err(e) = cache.put(&key, &bytes) {
                 tracing::warn!(dir = %cache.dir().display(), "failed to write the compiled-code cache: {e}");
             }
         }
-        Self::deserialize(flavor, kind, &compiled).map_err(engine_err)
+        Ok(code)
     }
 
     fn load_precompiled(&self, input: &Input) -> Result<Compiled> {
@@ -182,15 +199,17 @@ impl WasmtimeEngine {
         if input.precompiled {
             return Err(not_runnable(format!("{}: is already precompiled", input.name)));
         }
-        let (flavor, code) = self.compile(Tier::Main, input, input.kind()?)?;
-        Ok((code, hex::encode(flavor.fingerprint)))
+        let (flavor, _, bytes) = self.compile(Tier::Main, input, input.kind()?)?;
+        Ok((bytes, hex::encode(flavor.fingerprint)))
     }
 
-    /// Puts `code`, compiled elsewhere for [`Self::code_fingerprint`] (the caller checked that and
-    /// who made it), in the cache where the next load finds it. wasmtime checks its version and
-    /// settings again as it loads it; code it rejects is deleted and compiled here.
-    pub fn adopt_code(&self, input: &Input, code: &[u8]) -> Result<()> {
-        let Some(cache) = &self.options.cache else {
+    /// Takes `code`, compiled elsewhere for [`Self::code_fingerprint`] (the caller checked that and
+    /// who made it): wasmtime loads it now, checking its version and settings, and the next load of
+    /// `input` uses it. It goes to the compiled-code cache on a thread of its own (35 MB take a
+    /// fifth of a second to write here, which the first answer need not wait for); join the handle
+    /// where the process would otherwise end before it is written.
+    pub fn adopt_code(&self, input: &Input, code: Vec<u8>) -> Result<std::thread::JoinHandle<()>> {
+        let Some(cache) = self.options.cache.clone() else {
             return Err(crate::Error::Config("precompiled code needs the compiled-code cache".into()));
         };
         let kind = input.kind()?;
@@ -198,13 +217,34 @@ impl WasmtimeEngine {
             WasmKind::Module => wasmtime::Precompiled::Module,
             WasmKind::Component => wasmtime::Precompiled::Component,
         };
-        if wasmtime::Engine::detect_precompiled(code) != Some(expected) {
+        if wasmtime::Engine::detect_precompiled(&code) != Some(expected) {
             return Err(not_runnable(format!("{}: the precompiled code is not a wasmtime {kind:?}", input.name)));
         }
         let flavor = self.flavor_for(Tier::Main, input, kind)?;
-        cache
-            .put(&Cache::key(&input.bytes, &flavor.fingerprint), code)
-            .map_err(|e| crate::Error::Config(format!("failed to write the compiled-code cache {}: {e}", cache.dir().display())))
+        let loaded = Self::deserialize(flavor, kind, &code)
+            .map_err(|e| not_runnable(format!("{}: this engine refuses the precompiled code: {}", input.name, root_cause(&e))))?;
+        let key = Cache::key(&input.bytes, &flavor.fingerprint);
+        *self.lazy.adopted.lock().unwrap() = Some((key.clone(), loaded));
+        std::thread::Builder::new()
+            .name("wasmcell-cache-write".into())
+            .spawn(move || {
+                if let Err(e) = cache.put(&key, &code) {
+                    tracing::warn!(dir = %cache.dir().display(), "failed to write the compiled-code cache: {e}");
+                }
+            })
+            .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))
+    }
+
+    /// The code [`Self::adopt_code`] loaded for `input`, if any.
+    fn take_adopted(&self, input: &Input, kind: WasmKind) -> Result<Option<Compiled>> {
+        let mut adopted = self.lazy.adopted.lock().unwrap();
+        let Some((key, _)) = adopted.as_ref() else { return Ok(None) };
+        let flavor = self.flavor_for(Tier::Main, input, kind)?;
+        if *key != Cache::key(&input.bytes, &flavor.fingerprint) {
+            return Ok(None);
+        }
+        tracing::debug!(input = %input.name, %key, "adopted precompiled code");
+        Ok(adopted.take().map(|(_, code)| code))
     }
 
     /// The main tier's engine in words: "wasmtime 48.0.8, cranelift, x86_64".

@@ -188,6 +188,8 @@ struct Lazy {
     config: Config,
     /// (Main, concurrent), (Baseline, plain), (Baseline, concurrent).
     made: [OnceLock<std::result::Result<Flavor, String>>; 3],
+    /// Code compiled elsewhere and loaded already (`adopt_code`), by cache key, for the next load.
+    adopted: std::sync::Mutex<Option<(String, compile::Compiled)>>,
 }
 
 impl Lazy {
@@ -232,7 +234,7 @@ impl WasmtimeEngine {
             config.memory_init_cow(false);
         }
         let (plain, allocator) = Self::flavor(&options, &config, Tier::Main, false)?;
-        let lazy = Arc::new(Lazy { config, made: Default::default() });
+        let lazy = Arc::new(Lazy { config, made: Default::default(), adopted: Default::default() });
         Ok(WasmtimeEngine { plain, lazy, options, allocator })
     }
 
@@ -310,7 +312,7 @@ impl Engine for WasmtimeEngine {
         if input.precompiled {
             return Err(crate::engine::not_runnable(format!("{}: is already precompiled", input.name)));
         }
-        Ok(self.compile(Tier::Main, input, input.kind()?)?.1)
+        Ok(self.compile(Tier::Main, input, input.kind()?)?.2)
     }
 
     /// A thread advances the epoch every 5 ms for as long as this engine lives (every flavour).
