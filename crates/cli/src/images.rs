@@ -249,7 +249,7 @@ pub fn take_precompiled(engine: &WasmtimeEngine, input: &Input, origin: Option<&
         Ok::<_, String>(write)
     })();
     match found {
-        Ok(write) => return Some(write),
+        Ok(write) => return write,
         // Code that exists but may not run is worth a line on stderr; none at all is the usual case.
         Err(why) if why.starts_with("warning: ") => eprintln!("wasmcell: {why}; compiling here"),
         Err(why) => tracing::info!(%image, "{why}; compiling here"),

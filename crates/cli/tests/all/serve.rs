@@ -57,6 +57,20 @@ impl Served {
         http_request(metrics_addr, "GET", "/metrics", &[], b"").unwrap().text()
     }
 
+    /// The metrics once the live-instance gauge is back to 0: an instance is counted until its store
+    /// is gone, which is just after its response reached the client. Fails after 5 s.
+    pub fn metrics_when_idle(&self, metrics_addr: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = self.metrics(metrics_addr);
+            if metric(&m, "wasmcell_live_instances") == 0.0 {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "instances still live 5 s after the last response:\n{m}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -219,7 +233,7 @@ fn requests_beyond_concurrency_wait_and_only_a_full_queue_gets_503() {
     let mut statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     statuses.sort();
     assert_eq!(statuses, vec![200, 200, 200, 200, 503, 503]);
-    let m = s.metrics(&metrics);
+    let m = s.metrics_when_idle(&metrics);
     assert_eq!(metric(&m, "wasmcell_rejected_total"), 2.0);
     assert_eq!(metric(&m, "wasmcell_http_requests_total{status=\"200\"}"), 8.0);
     assert_eq!(metric(&m, "wasmcell_http_requests_total{status=\"503\"}"), 2.0);

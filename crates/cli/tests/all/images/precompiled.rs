@@ -123,6 +123,13 @@ fn a_node_that_trusts_the_signer_starts_on_the_precompiled_code_without_compilin
     out.expect_ok();
     let err = out.stderr();
     assert!(err.contains("cache hit") && !err.contains("using precompiled code") && !err.contains("compiler="), "{err}");
+    // With --no-cache the code is taken all the same, and nothing is written.
+    let fresh = Cell::new();
+    let out = fresh.run_env(&[("WASMCELL_LOG", LOG)], &["run", "--no-cache", "--signature-policy", policy.to_str().unwrap(), &command]);
+    out.expect_ok();
+    assert!(took_the_code(&out.stderr(), &command_code), "{}", out.stderr());
+    let written = std::fs::read_dir(fresh.home().join("cache/compiled")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "--no-cache wrote the cache");
 
     // `compile IMAGE --push` attaches it again: one entry per engine fingerprint, the newest.
     let out = publisher

@@ -205,13 +205,10 @@ impl WasmtimeEngine {
 
     /// Takes `code`, compiled elsewhere for [`Self::code_fingerprint`] (the caller checked that and
     /// who made it): wasmtime loads it now, checking its version and settings, and the next load of
-    /// `input` uses it. It goes to the compiled-code cache on a thread of its own (35 MB take a
-    /// fifth of a second to write here, which the first answer need not wait for); join the handle
-    /// where the process would otherwise end before it is written.
-    pub fn adopt_code(&self, input: &Input, code: Vec<u8>) -> Result<std::thread::JoinHandle<()>> {
-        let Some(cache) = self.options.cache.clone() else {
-            return Err(crate::Error::Config("precompiled code needs the compiled-code cache".into()));
-        };
+    /// `input` uses it. With a compiled-code cache it is written there on a thread of its own (35 MB
+    /// take a fifth of a second to write here, which the first answer need not wait for): join the
+    /// handle where the process would otherwise end before it is written.
+    pub fn adopt_code(&self, input: &Input, code: Vec<u8>) -> Result<Option<std::thread::JoinHandle<()>>> {
         let kind = input.kind()?;
         let expected = match kind {
             WasmKind::Module => wasmtime::Precompiled::Module,
@@ -225,6 +222,7 @@ impl WasmtimeEngine {
             .map_err(|e| not_runnable(format!("{}: this engine refuses the precompiled code: {}", input.name, root_cause(&e))))?;
         let key = Cache::key(&input.bytes, &flavor.fingerprint);
         *self.lazy.adopted.lock().unwrap() = Some((key.clone(), loaded));
+        let Some(cache) = self.options.cache.clone() else { return Ok(None) };
         std::thread::Builder::new()
             .name("wasmcell-cache-write".into())
             .spawn(move || {
@@ -232,6 +230,7 @@ impl WasmtimeEngine {
                     tracing::warn!(dir = %cache.dir().display(), "failed to write the compiled-code cache: {e}");
                 }
             })
+            .map(Some)
             .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))
     }
 
