@@ -357,7 +357,8 @@ pub fn check_config(bytes: &[u8], digest: &Digest, wasm: &Digest, fingerprint: &
         return Err(format!("it was compiled from {}, not this image's wasm {wasm}", config.wasm));
     }
     if config.fingerprint != fingerprint {
-        return Err(format!("it was compiled for engine {}, not this one ({})", short(&config.fingerprint), short(fingerprint)));
+        let theirs = crate::error::shown(short(&config.fingerprint));
+        return Err(format!("it was compiled for engine {theirs}, not this one ({})", short(fingerprint)));
     }
     Ok(config)
 }
