@@ -211,7 +211,8 @@ impl Client {
         })
     }
 
-    /// The referrers of `subject` the registry's referrers API lists, `None` when it has no such API.
+    /// The precompiled-code referrers of `subject` the registry's referrers API lists, `None` when it
+    /// has no such API.
     async fn referrers_api(&self, reference: &Reference, subject: &Digest) -> Result<Option<Vec<Referrer>>> {
         let url = format!(
             "{}://{}/v2/{}/referrers/{subject}?artifactType={ARTIFACT_TYPE}",
@@ -242,20 +243,19 @@ impl Client {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Some(parse_index(&body)?.manifests))
+        Ok(Some(parse_referrers(&body)?))
     }
 
     /// The precompiled-code referrers of `subject`: from the referrers API, else the fallback tag.
     pub async fn code_referrers(&self, reference: &Reference, subject: &Digest) -> Result<Vec<Referrer>> {
-        let all = match self.referrers_api(reference, subject).await? {
-            Some(listed) => listed,
+        match self.referrers_api(reference, subject).await? {
+            Some(listed) => Ok(listed),
             None => match self.get_manifest(reference, &fallback_tag(subject)).await {
-                Ok((bytes, _, _)) => parse_index(&bytes)?.manifests,
-                Err(Error::RemoteNotFound { .. }) => Vec::new(),
-                Err(e) => return Err(e),
+                Ok((bytes, _, _)) => parse_referrers(&bytes),
+                Err(Error::RemoteNotFound { .. }) => Ok(Vec::new()),
+                Err(e) => Err(e),
             },
-        };
-        Ok(all.into_iter().filter(|r| r.artifact_type.as_deref() == Some(ARTIFACT_TYPE)).collect())
+        }
     }
 
     /// The code compiled from `wasm` for `fingerprint` attached to `subject`, if `policy` trusts its

@@ -42,7 +42,9 @@ fn valid_configs() -> Vec<Value> {
     ]
 }
 
-fn near_valid(docs: Vec<Value>) -> impl Strategy<Value = Vec<u8>> {
+/// Mostly `docs` (each as is, or mutated), sometimes random bytes, text or JSON (also the precompiled-code
+/// property's input).
+pub(crate) fn near_valid(docs: Vec<Value>) -> impl Strategy<Value = Vec<u8>> {
     let each = docs.into_iter().flat_map(|d| [(1, Just(d.clone()).boxed()), (4, mutate_json(d).boxed())]);
     let mutated = Union::new_weighted(each.collect()).prop_map(|v| serde_json::to_vec(&v).expect("a value serializes"));
     prop_oneof![

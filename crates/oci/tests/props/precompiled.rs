@@ -2,14 +2,15 @@
 //! referrers index, the referrer's manifest and its config (`wasmcell_oci::precompiled`).
 
 use proptest::prelude::*;
-use proptest::strategy::Union;
 use serde_json::{Value, json};
 use wasmcell_oci::Digest;
 use wasmcell_oci::image;
 use wasmcell_oci::precompiled::{
     ARTIFACT_TYPE, CODE_TYPE, CONFIG_TYPE, FINGERPRINT_ANNOTATION, MAX_CODE_BYTES, check_config, check_manifest, parse_referrers,
 };
-use wasmcell_props::{DEFAULT_CASES, check, json as any_json, mutate_json, one_line, text};
+use wasmcell_props::{DEFAULT_CASES, check, one_line};
+
+use super::manifest::near_valid;
 
 const FINGERPRINT: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -42,23 +43,12 @@ fn documents() -> Vec<Value> {
     ]
 }
 
-fn near_valid() -> impl Strategy<Value = Vec<u8>> {
-    let each = documents().into_iter().flat_map(|d| [(1, Just(d.clone()).boxed()), (6, mutate_json(d).boxed())]);
-    let mutated = Union::new_weighted(each.collect()).prop_map(|v| serde_json::to_vec(&v).expect("a value serializes"));
-    prop_oneof![
-        8 => mutated,
-        1 => proptest::collection::vec(any::<u8>(), 0..200),
-        1 => text().prop_map(String::into_bytes),
-        1 => any_json().prop_map(|v| serde_json::to_vec(&v).expect("a value serializes")),
-    ]
-}
-
 /// Whatever the bytes: a refusal is one short line; an accepted manifest is for this image, with one
 /// code layer under the limit; an accepted config is for this wasm and engine; the referrers kept are
 /// precompiled code only.
 #[test]
 fn precompiled_code_documents() {
-    check("precompiled-code manifests, configs, referrers", DEFAULT_CASES, near_valid(), |bytes| {
+    check("precompiled-code manifests, configs, referrers", DEFAULT_CASES, near_valid(documents()), |bytes| {
         match check_manifest(&bytes, &subject()) {
             Ok((config, layer)) => {
                 let manifest: Value = serde_json::from_slice(&bytes).expect("accepted bytes are JSON");
