@@ -171,32 +171,53 @@ pub struct Origin {
     pub connect: bool,
     pub flags: RegistryFlags,
     pub policy: Option<Arc<Policy>>,
+    /// The precompiled code looked for while the image downloaded, if it was.
+    pub prefetched: Option<Prefetched>,
+}
+
+/// A lookup of precompiled code made while its image downloaded: for the engine fingerprint of a
+/// wasm without the async ABI (the image's wasm was not read yet), of the image `subject`.
+pub struct Prefetched {
+    pub fingerprint: String,
+    pub subject: wasmcell_oci::Digest,
+    pub found: std::result::Result<precompiled::Trusted, precompiled::NotUsed>,
 }
 
 /// A `run`/`serve` target: a file path as is, or an image resolved (and pulled per `policy`)
-/// into the wasm file to load and what its config says.
-pub fn resolve_target(target: &str, policy: PullPolicy, flags: &RegistryFlags, trust: &TrustFlags) -> Result<Target> {
+/// into the wasm file to load and what its config says. With `engine`, an image that downloads
+/// brings the precompiled code for it along, where the policy allows (see [`take_precompiled`]).
+pub fn resolve_target(
+    target: &str,
+    policy: PullPolicy,
+    flags: &RegistryFlags,
+    trust: &TrustFlags,
+    engine: Option<&WasmtimeEngine>,
+) -> Result<Target> {
     if looks_like_file(target) {
         return Ok(Target { path: PathBuf::from(target), launch: None, origin: None });
     }
     let reference = parse_ref(target)?;
-    let (launch, digest, signature_policy) = resolve(&reference, policy, flags, trust)?;
-    let origin = Origin { reference, digest, connect: policy != PullPolicy::Never, flags: flags.clone(), policy: signature_policy };
+    let signature_policy = self::policy(trust)?;
+    let (launch, digest, prefetched) = resolve(&reference, policy, flags, signature_policy.clone(), engine)?;
+    let connect = policy != PullPolicy::Never;
+    let origin = Origin { reference, digest, connect, flags: flags.clone(), policy: signature_policy, prefetched };
     Ok(Target { path: launch.wasm.clone(), launch: Some(launch), origin: Some(origin) })
 }
 
 /// Finds `reference` in the store (pulling it as `policy` says), checks it against the signature
 /// policy with the signatures stored beside it (an image pulled or loaded before the policy existed
-/// is judged too), and resolves what to run; with the image's digest and the policy in force.
+/// is judged too), and resolves what to run; with the image's digest, and the precompiled code for
+/// `engine` looked for while it downloaded.
 fn resolve(
     reference: &Reference,
     policy: PullPolicy,
     flags: &RegistryFlags,
-    trust: &TrustFlags,
-) -> Result<(Launch, wasmcell_oci::Digest, Option<Arc<Policy>>)> {
-    let signature_policy = self::policy(trust)?;
+    signature_policy: Option<Arc<Policy>>,
+    engine: Option<&WasmtimeEngine>,
+) -> Result<(Launch, wasmcell_oci::Digest, Option<Prefetched>)> {
     let store = store()?;
     let name = reference.to_string();
+    let mut prefetched = None;
     let record = match (policy, store.get_name(&name)?) {
         (PullPolicy::Never, None) => {
             return Err(wasmcell_oci::Error::ImageNotFound(format!("{name} (not in the local store, and --pull never)")).into());
@@ -204,7 +225,7 @@ fn resolve(
         // What is stored is what runs: `never` never connects, and `missing` only when it must.
         (PullPolicy::Never | PullPolicy::Missing, Some(record)) => record,
         _ => {
-            pull(&store, reference, flags, signature_policy.clone(), true)?;
+            prefetched = pull_with_code(&store, reference, flags, signature_policy.clone(), engine)?;
             store.get_name(&name)?.ok_or_else(|| wasmcell_oci::Error::ImageNotFound(name.clone()))?
         }
     };
@@ -212,21 +233,64 @@ fn resolve(
         let verdict = trust::check_stored(&store, signature_policy, reference, &record)?;
         tracing::debug!(image = %name, "{verdict}");
     }
-    Ok((Launch::from_store(&store, reference, &record)?, record.target.digest.clone(), signature_policy))
+    Ok((Launch::from_store(&store, reference, &record)?, record.target.digest.clone(), prefetched))
+}
+
+/// Pulls `reference` (see [`pull`]) and, while its layers download, looks for the precompiled code
+/// `engine` would take for it, when the policy lets precompiled code be looked for at all, the image's
+/// wasm is a layer (so its digest is known before it is read) and the cache has no code for it yet.
+fn pull_with_code(
+    store: &Store,
+    reference: &Reference,
+    flags: &RegistryFlags,
+    signature_policy: Option<Arc<Policy>>,
+    engine: Option<&WasmtimeEngine>,
+) -> Result<Option<Prefetched>> {
+    let code_policy = signature_policy.clone().filter(|p| signers_required(p, reference));
+    let mut options = options(flags, true);
+    options.policy = signature_policy;
+    let client = Client::new(options, reference)?;
+    let beside = |resolved: registry::Resolved| {
+        let client = &client;
+        let code_policy = code_policy.as_deref();
+        async move {
+            let (engine, policy, wasm) = (engine?, code_policy?, resolved.wasm?);
+            let (fingerprint, cached) = engine.plain_code(&wasm.sha256());
+            if cached {
+                return None;
+            }
+            let found = client.trusted_code(reference, &resolved.digest, &wasm, &fingerprint, policy).await;
+            Some(Prefetched { fingerprint, subject: resolved.digest, found })
+        }
+    };
+    let (_, prefetched) = tokio()?.block_on(client.pull_with(store, reference, beside))?;
+    Ok(prefetched)
+}
+
+/// Whether `policy` requires a signer for `image`: only then is precompiled code looked for (its
+/// referrer must be signed by a key the policy trusts).
+fn signers_required(policy: &Policy, image: &Reference) -> bool {
+    trust::identity(image).is_ok_and(|i| policy.needs_signatures(&i))
 }
 
 /// Before an image's first start on this engine (nothing in the compiled-code cache): takes the
-/// precompiled code attached to the image in its registry into the cache, when the signature
-/// policy trusts its signer and it was compiled for this engine and this wasm
-/// (`wasmcell_oci::precompiled`); otherwise says why, and the load compiles as usual. The handle
-/// is the cache write of taken code, still under way (see `WasmtimeEngine::adopt_code`).
-pub fn take_precompiled(engine: &WasmtimeEngine, input: &Input, origin: Option<&Origin>) -> Option<std::thread::JoinHandle<()>> {
+/// precompiled code attached to the image in its registry, when the signature policy trusts its
+/// signer and it was compiled for this engine and this wasm (`wasmcell_oci::precompiled`): the
+/// code looked for while the image downloaded, else looked for now. Otherwise says why, ending with
+/// `otherwise` (what happens instead), and the load compiles as usual. The code taken, whose cache
+/// write may still be under way (see `WasmtimeEngine::wait_for_cache_writes`).
+pub fn take_precompiled(
+    engine: &WasmtimeEngine,
+    input: &Input,
+    origin: Option<&mut Origin>,
+    otherwise: &str,
+) -> Option<wasmcell_oci::Digest> {
     let origin = origin?;
     if input.precompiled || !matches!(engine.is_cached(input), Ok(false)) {
         return None;
     }
-    let image = &origin.reference;
-    let Some(policy) = origin.policy.as_deref().filter(|p| trust::identity(image).is_ok_and(|i| p.needs_signatures(&i))) else {
+    let image = origin.reference.clone();
+    let Some(policy) = origin.policy.clone().filter(|p| signers_required(p, &image)) else {
         tracing::info!(%image, "no signature policy requires a signer for this image: precompiled code is not looked for");
         return None;
     };
@@ -237,22 +301,30 @@ pub fn take_precompiled(engine: &WasmtimeEngine, input: &Input, origin: Option<&
     let started = std::time::Instant::now();
     let found = (|| {
         let fingerprint = engine.code_fingerprint(input).map_err(|e| e.to_string())?;
-        let client = Client::new(options(&origin.flags, false), image).map_err(|e| e.to_string())?;
-        let wasm = wasmcell_oci::Digest::of(&input.bytes);
-        let trusted = tokio()
-            .map_err(|e| e.to_string())?
-            .block_on(client.trusted_code(image, &origin.digest, &wasm, &fingerprint, policy))
-            .map_err(|not| if not.found { format!("warning: {}", not.reason) } else { not.reason })?;
+        let wasm = wasmcell_oci::Digest::from_sha256(input.sha256());
+        let fetched = origin.prefetched.take().filter(|p| p.fingerprint == fingerprint && p.subject == origin.digest);
+        let (trusted, when) = match fetched {
+            Some(p) => (p.found, "fetched while the image downloaded"),
+            None => {
+                let client = Client::new(options(&origin.flags, false), &image).map_err(|e| e.to_string())?;
+                let runtime = tokio().map_err(|e| e.to_string())?;
+                (runtime.block_on(client.trusted_code(&image, &origin.digest, &wasm, &fingerprint, &policy)), "fetched")
+            }
+        };
+        let trusted = trusted.map_err(|not| if not.found { format!("warning: {}", not.reason) } else { not.reason })?;
+        if trusted.config.wasm != wasm {
+            return Err(format!("warning: precompiled code {} was compiled from {}, not {wasm}", trusted.digest, trusted.config.wasm));
+        }
         let (digest, bytes, verdict) = (trusted.digest, trusted.bytes.len(), trusted.verdict);
-        let write = engine.adopt_code(input, trusted.bytes).map_err(|e| format!("warning: precompiled code {digest}: {e}"))?;
-        tracing::info!(%image, code = %digest, bytes, elapsed = ?started.elapsed(), "using precompiled code ({verdict})");
-        Ok::<_, String>(write)
+        engine.adopt_code(input, trusted.bytes).map_err(|e| format!("warning: precompiled code {digest}: {e}"))?;
+        tracing::info!(%image, code = %digest, bytes, elapsed = ?started.elapsed(), "using precompiled code ({verdict}; {when})");
+        Ok::<_, String>(digest)
     })();
     match found {
-        Ok(write) => return write,
+        Ok(digest) => return Some(digest),
         // Code that exists but may not run is worth a line on stderr; none at all is the usual case.
-        Err(why) if why.starts_with("warning: ") => eprintln!("wasmcell: {why}; compiling here"),
-        Err(why) => tracing::info!(%image, "{why}; compiling here"),
+        Err(why) if why.starts_with("warning: ") => eprintln!("wasmcell: {why}; {otherwise}"),
+        Err(why) => tracing::info!(%image, "{why}; {otherwise}"),
     }
     None
 }
@@ -272,15 +344,17 @@ pub fn parse_ref(s: &str) -> Result<Reference> {
     Ok(s.parse::<Reference>()?)
 }
 
-/// The engine an image's wasm runs on by default, which is what `push --precompile` compiles for:
-/// `serve`'s for a wasi:http service, `run`'s otherwise (their settings differ, so their code does).
-pub fn default_engine_for(input: &Input, choice: wasmcell_runtime::engine::EngineChoice) -> Result<WasmtimeEngine> {
+/// The engine an image's wasm runs on by default, which is what `push --precompile` compiles for
+/// and `pull` fetches code for: `serve`'s for a wasi:http service, `run`'s otherwise (their settings
+/// differ, so their code does); with the compiled-code cache when `cache`.
+pub fn default_engine_for(input: &Input, choice: wasmcell_runtime::engine::EngineChoice, cache: bool) -> Result<WasmtimeEngine> {
     let serves = wasmcell_runtime::inspect::inspect(&input.bytes).is_ok_and(|info| info.serves_http());
     if serves {
-        let options = crate::commands::serve::engine_options(choice, 1, crate::commands::serve::DEFAULT_MEMORY, None);
+        let cache = cache.then(|| wasmcell_runtime::cache::Cache::new(Home::from_env().compiled_cache()));
+        let options = crate::commands::serve::engine_options(choice, 1, crate::commands::serve::DEFAULT_MEMORY, cache);
         return Ok(WasmtimeEngine::new(options)?);
     }
-    crate::commands::engine(choice, false, None, false)
+    crate::commands::engine(choice, cache, None, false)
 }
 
 /// Compiles the wasm of the stored image `record` (named `reference`) for [`default_engine_for`].
@@ -292,7 +366,7 @@ pub fn compile_image(
 ) -> Result<precompiled::Code> {
     let launch = Launch::from_store(store, reference, record)?;
     let input = Input::read(&launch.wasm)?;
-    let engine = default_engine_for(&input, choice)?;
+    let engine = default_engine_for(&input, choice, false)?;
     let (bytes, fingerprint) = engine.compile_code(&input)?;
     let config = precompiled::CodeConfig { fingerprint, wasm: wasmcell_oci::Digest::of(&input.bytes), engine: engine.describe() };
     Ok(precompiled::Code { config, bytes })

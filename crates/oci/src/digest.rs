@@ -19,6 +19,18 @@ impl Digest {
         Digest { hex: hex::encode(Sha256::digest(bytes)) }
     }
 
+    /// The digest whose SHA-256 is `sha256`.
+    pub fn from_sha256(sha256: &[u8; 32]) -> Self {
+        Digest { hex: hex::encode(sha256) }
+    }
+
+    /// The SHA-256 itself.
+    pub fn sha256(&self) -> [u8; 32] {
+        let mut out = [0; 32];
+        hex::decode_to_slice(&self.hex, &mut out).expect("a validated digest is 64 hex characters");
+        out
+    }
+
     /// The 64 lower-case hex characters, without the `sha256:` prefix.
     pub fn hex(&self) -> &str {
         &self.hex
@@ -109,6 +121,9 @@ mod tests {
         for bad in ["sha256:abc", "md5:e3b0", "e3b0c44298fc", "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
+        let sha: [u8; 32] = Sha256::digest(b"").into();
+        assert_eq!(d.sha256(), sha);
+        assert_eq!(Digest::from_sha256(&sha), d);
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub struct PushedCode {
 #[derive(Debug)]
 pub struct Trusted {
     pub digest: Digest,
+    /// What the code's config says it was compiled from and for (checked against what was asked).
+    pub config: CodeConfig,
     pub bytes: Vec<u8>,
     /// The policy's verdict, in words (which key signed it).
     pub verdict: String,
@@ -311,12 +313,12 @@ impl Client {
         let (bytes, _, _) = self.get_manifest(reference, &candidate.digest.to_string()).await?;
         let (config_desc, layer) = check_manifest(&bytes, subject).map_err(refused)?;
         let config = self.small_blob(reference, &config_desc.digest, config_desc.size, "precompiled-code config").await?;
-        check_config(&config, &config_desc.digest, wasm, fingerprint).map_err(refused)?;
+        let config = check_config(&config, &config_desc.digest, wasm, fingerprint).map_err(refused)?;
         let code = self.small_blob(reference, &layer.digest, layer.size, "precompiled code").await?;
         if Digest::of(&code) != layer.digest {
             return Err(refused(format!("code {} does not match its digest", layer.digest)));
         }
-        Ok(Trusted { digest: candidate.digest.clone(), bytes: code, verdict: verdict.to_string() })
+        Ok(Trusted { digest: candidate.digest.clone(), config, bytes: code, verdict: verdict.to_string() })
     }
 }
 

@@ -82,6 +82,16 @@ impl Options {
     }
 }
 
+/// What a pull knows before its first layer byte (see [`Client::pull_with`]).
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The image's top-level digest: what its signatures and referrers name.
+    pub digest: Digest,
+    /// The digest of the wasm layer an artifact or wasm-layer image runs (the module or component
+    /// itself); `None` for a compat image, whose wasm is a file of its rootfs.
+    pub wasm: Option<Digest>,
+}
+
 /// What a pull did.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PullReport {
@@ -338,6 +348,18 @@ impl Client {
 
     /// Pulls `reference` into `store` and names it there. Blobs already stored are not fetched.
     pub async fn pull(&self, store: &Store, reference: &Reference) -> Result<PullReport> {
+        Ok(self.pull_with(store, reference, |_| std::future::ready(())).await?.0)
+    }
+
+    /// [`Self::pull`], running `beside` while the layers download, once the manifests and config say
+    /// what the image is (and the signature policy accepted it): for work that needs only the image's
+    /// digest, such as fetching what is attached to it. A pull that fails drops it unfinished.
+    pub async fn pull_with<T, F: std::future::Future<Output = T>>(
+        &self,
+        store: &Store,
+        reference: &Reference,
+        beside: impl FnOnce(Resolved) -> F,
+    ) -> Result<(PullReport, T)> {
         let _lock = store.lock_shared()?;
         if let Some(policy) = &self.options.policy {
             trust::refuse_early(policy, reference)?;
@@ -406,7 +428,9 @@ impl Client {
         report.kind = image.kind;
         let layers = layers_to_fetch(&image);
 
-        self.fetch_layers(store, reference, layers, &mut report).await?;
+        let resolved = Resolved { digest: top_digest.clone(), wasm: image.wasm_layer.as_ref().map(|l| l.digest.clone()) };
+        let (fetched, beside) = futures_util::join!(self.fetch_layers(store, reference, layers, &mut report), beside(resolved));
+        fetched?;
 
         // Manifests last: an image is named only once everything it needs is stored.
         store.put(&manifest_bytes, Some(&manifest_digest))?;
@@ -420,7 +444,7 @@ impl Client {
             annotations: BTreeMap::new(),
         };
         store.set_name(&reference.to_string(), target, manifest_digest)?;
-        Ok(report)
+        Ok((report, beside))
     }
 
     /// Fetches `layers` a few at a time (`Options::concurrency`), adding what moved to `report`.

@@ -43,10 +43,15 @@ impl Cache {
 
     /// The cache key for `input` compiled by an engine whose fingerprint is `engine`.
     pub fn key(input: &[u8], engine: &[u8; 32]) -> String {
+        Cache::key_of(&Sha256::digest(input).into(), engine)
+    }
+
+    /// [`Cache::key`] of the input whose SHA-256 is `input`.
+    pub fn key_of(input: &[u8; 32], engine: &[u8; 32]) -> String {
         let mut h = Sha256::new();
         h.update(b"wasmcell-compiled-v1\0");
         h.update(engine);
-        h.update(Sha256::digest(input));
+        h.update(input);
         hex::encode(h.finalize())
     }
 
@@ -129,6 +134,7 @@ mod tests {
         let cache = Cache::new(dir.path());
         let key = Cache::key(b"wasm", &[7; 32]);
         assert_ne!(key, Cache::key(b"wasm", &[8; 32]), "engine fingerprint is part of the key");
+        assert_eq!(key, Cache::key_of(&Sha256::digest(b"wasm").into(), &[7; 32]), "the same key from the input's digest");
         assert!(matches!(cache.get(&key), Lookup::Miss));
         cache.put(&key, b"compiled code").unwrap();
         match cache.get(&key) {

@@ -27,6 +27,9 @@ pub struct Input {
     pub bytes: Vec<u8>,
     /// Whether the bytes are a precompiled artifact (`wasmcell compile` output).
     pub precompiled: bool,
+    /// The SHA-256 of `bytes`, once asked for (the cache key and image checks need it; 18 MB take
+    /// ~10 ms to hash).
+    sha256: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl Input {
@@ -45,10 +48,10 @@ impl Input {
     /// Classifies bytes already in memory (see [`Input::read`]).
     pub fn from_bytes(name: String, bytes: Vec<u8>) -> Result<Input> {
         if bytes.starts_with(b"\0asm") {
-            return Ok(Input { name, bytes, precompiled: false });
+            return Ok(Input { name, bytes, precompiled: false, sha256: Default::default() });
         }
         if bytes.starts_with(b"\x7fELF") {
-            return Ok(Input { name, bytes, precompiled: true });
+            return Ok(Input { name, bytes, precompiled: true, sha256: Default::default() });
         }
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| Error::NotRunnable(format!("{name}: not a WebAssembly file (no wasm magic number)")))?;
@@ -58,7 +61,15 @@ impl Input {
         }
         let bytes = wat::parse_str(text)
             .map_err(|e| Error::NotRunnable(format!("{name}: invalid WebAssembly text: {}", one_line(&e.to_string()))))?;
-        Ok(Input { name, bytes, precompiled: false })
+        Ok(Input { name, bytes, precompiled: false, sha256: Default::default() })
+    }
+
+    /// The SHA-256 of the bytes (computed once).
+    pub fn sha256(&self) -> &[u8; 32] {
+        self.sha256.get_or_init(|| {
+            use sha2::Digest;
+            sha2::Sha256::digest(&self.bytes).into()
+        })
     }
 
     pub fn kind(&self) -> Result<WasmKind> {

@@ -268,8 +268,16 @@ fn verify(desc: &api::Descriptor, data: &[u8]) -> Result<()> {
 /// What container `id`'s image launches, decided as `wasmcell run` decides it (`wasmcell_oci::launch`),
 /// its wasm layer written into `dir` (the bundle). `rootfs` is the container's (a compat image's layers,
 /// unpacked by containerd); `module` (args[0]) names the module, as the image's Entrypoint would.
-/// `Ok(None)` when the container has no image.
-pub fn launch(client: &Client, id: &str, module: Option<&str>, dir: &Path, rootfs: &Path) -> Result<Option<Launch>> {
+/// `Ok(None)` when the container has no image. Where the node's policy requires a signer for the
+/// image, `code` is where its precompiled code may come from.
+pub fn launch(
+    client: &Client,
+    id: &str,
+    module: Option<&str>,
+    dir: &Path,
+    rootfs: &Path,
+    code: &mut Option<trust::CodeSource>,
+) -> Result<Option<Launch>> {
     let container = client.container(id)?;
     if container.image.is_empty() {
         return Ok(None);
@@ -284,7 +292,7 @@ pub fn launch(client: &Client, id: &str, module: Option<&str>, dir: &Path, rootf
         platform: None,
         annotations: Default::default(),
     };
-    trust::check(client, &container.image, &target.digest)?;
+    *code = trust::check(client, &container.image, &target.digest)?;
     let source = ContentStore { client, dir, rootfs };
     match Launch::from_target(&source, &target, &container.image, module) {
         Ok(launch) => Ok(Some(launch)),

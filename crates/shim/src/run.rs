@@ -153,6 +153,7 @@ fn prepare_command(launch: &Launch, input: &Input, stores: &Stores) -> Result<Re
         single_instance: true,
         ..Default::default()
     })?)?;
+    crate::trust::take_precompiled(&engine, input, launch.precompiled.as_ref());
     let program = engine.load_command(input, launch.export.as_deref())?;
     let grants = Grants::new(launch.policy.clone(), stores)?;
     Ok(Ready::Command { engine, program, grants })
@@ -193,6 +194,9 @@ fn start_command(
                     code
                 }
             };
+            // The code compiled for this container reaches the cache before its exit is reported
+            // (the shim may be torn down right after), so the next container starts warm.
+            engine.wait_for_cache_writes();
             drop(engine);
             done(code);
         })
@@ -217,6 +221,7 @@ fn prepare_http(launch: &Launch, input: &Input, stores: &Stores) -> Result<Ready
         pooling: Some(PoolOptions { instances: instances as u32, max_memory: cap }),
         ..Default::default()
     })?)?;
+    crate::trust::take_precompiled(&engine, input, launch.precompiled.as_ref());
     let program = engine.load_http(input)?;
     let grants = Grants::new(policy, stores)?;
     Ok(Ready::Http(Box::new(HttpServer { engine, program, grants, instances })))
@@ -271,6 +276,7 @@ fn start_http(
                     _ = kill_rx.wait_for(|k| *k) => Some(KILLED),
                 }
             });
+            engine.wait_for_cache_writes();
             drop(engine);
             if let Some(code) = code {
                 done(code);

@@ -18,6 +18,7 @@ use wasmcell_runtime::policy::Mount;
 
 use crate::cgroup::{CgroupSpec, CpuLimits};
 use crate::error::{Error, Result};
+use crate::trust::CodeSource;
 use crate::user::User;
 
 /// The environment variable a wasi:http component's listening address is taken from.
@@ -46,6 +47,8 @@ pub struct Launch {
     /// The indices in `policy.mounts` of the spec's plain `bind` mounts (no `rbind`): as under runc, the
     /// file systems mounted below their source stay hidden from the guest.
     pub shallow: Vec<usize>,
+    /// Where the image's precompiled code may come from (the node's policy requires its signer).
+    pub precompiled: Option<CodeSource>,
 }
 
 /// The annotation CRI sets to `sandbox` on a pod's pause container.
@@ -82,6 +85,7 @@ pub fn translate(spec: &Spec, bundle: &Path, image: ImageSource<'_>) -> Result<L
             cgroup: None,
             user: None,
             shallow: Vec::new(),
+            precompiled: None,
         });
     }
     let process = spec.process().as_ref().ok_or_else(|| Error::InvalidSpec("the spec has no process".into()))?;
@@ -119,7 +123,7 @@ pub fn translate(spec: &Spec, bundle: &Path, image: ImageSource<'_>) -> Result<L
     }
 
     let (cgroup, user) = (cgroup_of(spec), User::of(spec));
-    Ok(Launch { module, export, policy, http_addr, netns, pause: false, cgroup, user, shallow })
+    Ok(Launch { module, export, policy, http_addr, netns, pause: false, cgroup, user, shallow, precompiled: None })
 }
 
 /// The module, the `#func` export and argv from `process.args`. A compat image: args[0] is a file of

@@ -33,6 +33,7 @@ use crate::events::Events;
 use crate::mounts::{self, Mounted};
 use crate::run::{self, Running};
 use crate::spec;
+use crate::trust::CodeSource;
 
 /// The task service: every container this shim runs.
 #[derive(Clone)]
@@ -95,12 +96,21 @@ impl TaskService {
 
     /// What container `id`'s image launches (`wasmcell_oci::launch`), its wasm layer from containerd's
     /// content store into the bundle (a wasm-layer image's container has nothing in its rootfs).
-    fn image_launch(&self, id: &str, rootfs: &Path, module: Option<&str>, bundle: &Path) -> Result<Option<ImageLaunch>> {
+    /// Where the node's policy requires a signer for the image, `code` is where its precompiled
+    /// code may come from.
+    fn image_launch(
+        &self,
+        id: &str,
+        rootfs: &Path,
+        module: Option<&str>,
+        bundle: &Path,
+        code: &mut Option<CodeSource>,
+    ) -> Result<Option<ImageLaunch>> {
         if self.address.is_empty() {
             return Ok(None);
         }
         let client = crate::containerd::Client::connect(&self.address, &self.namespace)?;
-        crate::containerd::launch(&client, id, module, bundle, rootfs)
+        crate::containerd::launch(&client, id, module, bundle, rootfs, code)
     }
 
     fn get(&self, id: &str) -> Result<Arc<Container>> {
@@ -158,8 +168,10 @@ impl TaskService {
             fifos.push(f.map_err(|e| Error::Io { context: format!("cannot open {p}"), source: e })?);
         }
         let opened = began.elapsed();
-        let mut image = |rootfs: &Path, module: Option<&str>| self.image_launch(&req.id, rootfs, module, &bundle);
+        let mut code = None;
+        let mut image = |rootfs: &Path, module: Option<&str>| self.image_launch(&req.id, rootfs, module, &bundle, &mut code);
         let mut launch = spec::load(&bundle, &mut image)?;
+        launch.precompiled = code;
         mounts::harden_preopens(&mut launch.policy, &launch.shallow, &bundle, mounted)?;
         let cgroup = launch.cgroup.as_ref().map(Cgroup::create).transpose()?.flatten().map(Arc::new);
         let stores = self.stores.clone();

@@ -63,20 +63,25 @@ pub struct RunCommand {
 
 impl RunCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        let target = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust)?;
+        // The engine comes from the flags alone (an image adds no limits), so an image that downloads
+        // can bring the precompiled code for it along.
+        let max_stack = self.policy(std::path::Path::new(&self.target), None)?.limits.max_stack;
+        let engine = super::engine(self.engine.choice, !self.no_cache, max_stack, self.allow_precompiled)?;
+        let mut target = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust, Some(&engine))?;
         let (path, image) = (&target.path, target.launch.as_ref());
         let policy = self.policy(path, image)?;
-        let engine = super::engine(self.engine.choice, !self.no_cache, policy.limits.max_stack, self.allow_precompiled)?;
         let input = Input::read(path)?;
-        let cache_write = images::take_precompiled(&engine, &input, target.origin.as_ref());
-        let program = engine.load_command(&input, None)?;
-        let grants = super::sandbox::grants(policy)?;
-        let instance = Instance::create(&program, &grants, &Stdio::inherit())?;
-        let status = instance.run()?;
-        // Precompiled code reaches the cache while the guest runs; the next run finds it there.
-        if let Some(write) = cache_write {
-            let _ = write.join();
-        }
+        images::take_precompiled(&engine, &input, target.origin.as_mut(), "compiling here");
+        let ran = (|| {
+            let program = engine.load_command(&input, None)?;
+            let grants = super::sandbox::grants(policy)?;
+            let instance = Instance::create(&program, &grants, &Stdio::inherit())?;
+            Ok::<_, anyhow::Error>(instance.run()?)
+        })();
+        // Code compiled or taken for this run reaches the cache while the guest runs; the next run
+        // finds it there.
+        engine.wait_for_cache_writes();
+        let status = ran?;
         Ok(ExitCode::from(exit::for_guest(status.code)))
     }
 

@@ -105,19 +105,20 @@ pub const DEFAULT_MEMORY: u64 = 128 << 20;
 
 impl ServeCommand {
     pub fn execute(self) -> Result<()> {
-        let target = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust)?;
+        if self.max_concurrency == 0 {
+            return Err(Error::Config("--max-concurrency must be at least 1".into()).into());
+        }
+        // The engine comes from the flags alone (an image adds no limits), so an image that downloads
+        // can bring the precompiled code for it along.
+        let engine = self.engine(&self.policy(std::path::Path::new(&self.target), None)?)?;
+        let mut target = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust, Some(&engine))?;
         let (path, image) = (&target.path, target.launch.as_ref());
         let policy = self.policy(path, image)?;
         let timeout = policy::parse_duration(&self.timeout).map_err(config)?;
         let drain_timeout = policy::parse_duration(&self.drain_timeout).map_err(config)?;
         let max_body = policy::parse_size(&self.max_body).map_err(config)?;
-        if self.max_concurrency == 0 {
-            return Err(Error::Config("--max-concurrency must be at least 1".into()).into());
-        }
-        let engine = self.engine(&policy)?;
         let input = Input::read(path)?;
-        // The code's cache write finishes while serving (a server stopped first leaves it undone).
-        let _cache_write = images::take_precompiled(&engine, &input, target.origin.as_ref());
+        images::take_precompiled(&engine, &input, target.origin.as_mut(), "compiling here");
         let handler = load(&engine, &input)?;
         // Running guests yield now and then, so deadlines fire and threads are shared.
         engine.start_time_slicing().context("failed to start the epoch thread")?;
@@ -161,7 +162,11 @@ impl ServeCommand {
             drop(stop_rx);
             tracing::info!(requests = report.requests, drained = report.drained, "stopped");
             Ok::<_, anyhow::Error>(())
-        })
+        })?;
+        // Code compiled for this start reaches the cache while it serves; a server stopped sooner
+        // waits for it, so the next start is warm.
+        engine.wait_for_cache_writes();
+        Ok(())
     }
 }
 

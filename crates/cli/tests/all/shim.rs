@@ -844,7 +844,8 @@ fn shim_deploy_config_loads_in_containerds_cri_plugin() {
 
 /// With `WASMCELL_SIGNATURE_POLICY` in containerd's environment, the shim starts a container only if the
 /// registry holds a signature of its image's digest that the policy trusts; the unsigned image, and one
-/// signed by another key, fail to start with the policy's one line (exit 122, as `wasmcell run`).
+/// signed by another key, fail to start with the policy's one line (exit 122, as `wasmcell run`). The
+/// signed image's precompiled code, signed by the same trusted key, is taken instead of compiling.
 #[test]
 fn shim_enforces_the_nodes_signature_policy() {
     use crate::images::sign::{PASSWORD, generate_key};
@@ -858,7 +859,8 @@ fn shim_enforces_the_nodes_signature_policy() {
     let push = |image: &str, key: Option<&Path>| {
         let mut args = vec!["push"];
         if let Some(k) = key {
-            args.extend(["--sign", k.to_str().unwrap()]);
+            // With the code compiled for this node's engine, signed by the same key.
+            args.extend(["--precompile", "--sign", k.to_str().unwrap()]);
         }
         args.extend([guests::HELLO_C, image]);
         cell.run_env(&[("WASMCELL_PASSWORD", PASSWORD)], &args).expect_ok();
@@ -894,6 +896,9 @@ fn shim_enforces_the_nodes_signature_policy() {
     };
     let out = start("signed", &refs[0]);
     assert_eq!(text(&out.stdout), "hello from C\n", "{}", text(&out.stderr));
+    // Its precompiled code was taken (the shim's log reaches containerd's), not compiled.
+    let log = s.containerd.log();
+    assert!(log.contains(&format!("{}: using precompiled code sha256:", refs[0])), "{log}");
     for (id, image, why) in [("unsigned", &refs[1], "no signature exists"), ("other", &refs[2], "does not verify with any trusted key")] {
         let out = start(id, image);
         assert!(!out.status.success(), "{id} started");

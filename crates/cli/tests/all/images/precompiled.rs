@@ -104,6 +104,20 @@ fn a_node_that_trusts_the_signer_starts_on_the_precompiled_code_without_compilin
     let (status, err) = serve_once(&service, &policy, &[]);
     assert_eq!(status, 200, "{err}");
     assert!(took_the_code(&err, &code), "the node compiled instead of taking the code:\n{err}");
+    // A node without the image fetches the code while the image downloads.
+    assert!(err.contains("fetched while the image downloaded"), "{err}");
+    // `pull` takes the code into the cache: the first start neither fetches nor compiles.
+    let node = Cell::new();
+    let out = node.run(&["pull", "--signature-policy", policy.to_str().unwrap(), &service, "--format", "json"]);
+    out.expect_ok();
+    let pulled: Value = serde_json::from_str(out.stdout().trim()).unwrap();
+    assert_eq!(pulled["precompiled"], code.as_str(), "{pulled}");
+    let mut c = node.command();
+    c.env("WASMCELL_LOG", LOG).args(["serve", "--addr", "127.0.0.1:0", "--signature-policy", policy.to_str().unwrap(), &service]);
+    let served = Served::spawn(c, node);
+    assert_eq!(served.get("/").status, 200);
+    let (_, err) = served.terminate();
+    assert!(err.contains("cache hit") && !err.contains("using precompiled code") && !err.contains("compiler="), "{err}");
     // Another pool size and memory cap are still the same engine.
     let (status, err) = serve_once(&service, &policy, &["--max-concurrency", "8", "--memory", "64M"]);
     assert_eq!(status, 200, "{err}");
@@ -123,6 +137,12 @@ fn a_node_that_trusts_the_signer_starts_on_the_precompiled_code_without_compilin
     out.expect_ok();
     let err = out.stderr();
     assert!(err.contains("cache hit") && !err.contains("using precompiled code") && !err.contains("compiler="), "{err}");
+    // An image already stored whose code is not cached: the code is looked for before the start.
+    node.run(&["cache", "clean"]).expect_ok();
+    let out = node.run_env(&[("WASMCELL_LOG", LOG)], &["run", "--signature-policy", policy.to_str().unwrap(), &command]);
+    out.expect_ok();
+    assert!(took_the_code(&out.stderr(), &command_code), "{}", out.stderr());
+    assert!(!out.stderr().contains("while the image downloaded"), "{}", out.stderr());
     // With --no-cache the code is taken all the same, and nothing is written.
     let fresh = Cell::new();
     let out = fresh.run_env(&[("WASMCELL_LOG", LOG)], &["run", "--no-cache", "--signature-policy", policy.to_str().unwrap(), &command]);

@@ -22,6 +22,17 @@ pub(super) enum Compiled {
     Component(Component),
 }
 
+impl Compiled {
+    /// The code as bytes, for the cache or a precompiled artifact (a copy of all of it).
+    pub(super) fn serialize(&self) -> Result<Vec<u8>> {
+        match self {
+            Compiled::Module(m) => m.serialize(),
+            Compiled::Component(c) => c.serialize(),
+        }
+        .map_err(engine_err)
+    }
+}
+
 impl WasmtimeEngine {
     /// The engine of `tier` an input's code is compiled for: the concurrent one for a component that
     /// uses the async ABI, the plain one otherwise (see [`WasmtimeEngine`]).
@@ -30,26 +41,23 @@ impl WasmtimeEngine {
     }
 
     /// Compiles `input` for the engine of `tier` that [`Self::flavor_for`] picks, or the concurrent
-    /// one when the plain one refuses a component the scan misread: the code ready to link and
-    /// serialized (for the cache, or a precompiled artifact).
-    pub(super) fn compile(&self, tier: Tier, input: &Input, kind: WasmKind) -> Result<(&Flavor, Compiled, Vec<u8>)> {
+    /// one when the plain one refuses a component the scan misread: the code ready to link (see
+    /// [`Compiled::serialize`] for the cache, or a precompiled artifact).
+    pub(super) fn compile(&self, tier: Tier, input: &Input, kind: WasmKind) -> Result<(&Flavor, Compiled)> {
         let flavor = self.flavor_for(tier, input, kind)?;
         match self.compile_with(flavor, input, kind) {
             Err(first) if kind == WasmKind::Component && !flavor.engine.get_concurrency_support() => {
                 let concurrent = self.engine_for(tier, true)?;
                 match self.compile_with(concurrent, input, kind) {
-                    Ok((code, bytes)) => Ok((concurrent, code, bytes)),
+                    Ok(code) => Ok((concurrent, code)),
                     Err(_) => Err(first),
                 }
             }
-            compiled => {
-                let (code, bytes) = compiled?;
-                Ok((flavor, code, bytes))
-            }
+            compiled => Ok((flavor, compiled?)),
         }
     }
 
-    fn compile_with(&self, flavor: &Flavor, input: &Input, kind: WasmKind) -> Result<(Compiled, Vec<u8>)> {
+    fn compile_with(&self, flavor: &Flavor, input: &Input, kind: WasmKind) -> Result<Compiled> {
         let what = match kind {
             WasmKind::Module => "module",
             WasmKind::Component => "component",
@@ -62,22 +70,14 @@ impl WasmtimeEngine {
         let by = if compiler == Compiler::Cranelift { String::new() } else { format!(" for --engine {}", compiler.name()) };
         let invalid = |e: wasmtime::Error| not_runnable(format!("{}: invalid {what}{by}: {}", input.name, root_cause(&e)));
         let start = std::time::Instant::now();
-        // The compiled code is used as it is: serializing copies it, loading those bytes back would
-        // copy and map it once more (35 MB for CPython) before the first start.
-        let (code, bytes) = match kind {
-            WasmKind::Module => {
-                let module = Module::new(&flavor.engine, &input.bytes).map_err(invalid)?;
-                let bytes = module.serialize().map_err(engine_err)?;
-                (Compiled::Module(module), bytes)
-            }
-            WasmKind::Component => {
-                let component = Component::new(&flavor.engine, &input.bytes).map_err(invalid)?;
-                let bytes = component.serialize().map_err(engine_err)?;
-                (Compiled::Component(component), bytes)
-            }
+        // The compiled code is used as it is: loading serialized bytes back would copy and map it
+        // once more (35 MB for CPython) before the first start.
+        let code = match kind {
+            WasmKind::Module => Compiled::Module(Module::new(&flavor.engine, &input.bytes).map_err(invalid)?),
+            WasmKind::Component => Compiled::Component(Component::new(&flavor.engine, &input.bytes).map_err(invalid)?),
         };
         tracing::debug!(input = %input.name, compiler = compiler.name(), elapsed = ?start.elapsed(), "compiled");
-        Ok((code, bytes))
+        Ok(code)
     }
 
     fn deserialize(flavor: &Flavor, kind: WasmKind, compiled: &[u8]) -> wasmtime::Result<Compiled> {
@@ -127,7 +127,7 @@ impl WasmtimeEngine {
             candidates.push(self.engine_for(tier, true)?);
         }
         for flavor in candidates {
-            let key = Cache::key(&input.bytes, &flavor.fingerprint);
+            let key = Cache::key_of(input.sha256(), &flavor.fingerprint);
             if let Lookup::Hit(compiled) = cache.get(&key) {
                 match Self::deserialize(flavor, kind, &compiled) {
                     Ok(loaded) => {
@@ -142,16 +142,47 @@ impl WasmtimeEngine {
         Ok(None)
     }
 
-    /// Compiles the input for `tier` now and puts the code in the cache.
+    /// Compiles the input for `tier` now; its code goes to the cache on a thread of its own.
     pub(super) fn compile_cached(&self, tier: Tier, input: &Input, kind: WasmKind) -> Result<Compiled> {
-        let (flavor, code, bytes) = self.compile(tier, input, kind)?;
-        if let Some(cache) = &self.options.cache {
-            let key = Cache::key(&input.bytes, &flavor.fingerprint);
-            if let Err(e) = cache.put(&key, &bytes) {
-                tracing::warn!(dir = %cache.dir().display(), "failed to write the compiled-code cache: {e}");
-            }
-        }
+        let (flavor, code) = self.compile(tier, input, kind)?;
+        let key = Cache::key_of(input.sha256(), &flavor.fingerprint);
+        let serialized = code.clone();
+        self.write_cache_later(key, move || serialized.serialize());
         Ok(code)
+    }
+
+    /// Writes the code `bytes` makes to the cache under `key` on a thread of its own: the code is in
+    /// memory already and the first start need not wait for it to be serialized (a copy) and written
+    /// (35 MB take a fifth of a second to write and fsync here). [`Self::wait_for_cache_writes`]
+    /// waits for it; a process that ends first leaves no entry (at most a temporary file, never a
+    /// half-written entry: the cache writes atomically).
+    fn write_cache_later(&self, key: String, bytes: impl FnOnce() -> Result<Vec<u8>> + Send + 'static) {
+        let Some(cache) = self.options.cache.clone() else { return };
+        let write = move || {
+            let written = bytes().and_then(|bytes| {
+                cache
+                    .put(&key, &bytes)
+                    .map_err(|source| crate::Error::Io { context: "failed to write the compiled-code cache".into(), source })
+            });
+            if let Err(e) = written {
+                tracing::warn!(dir = %cache.dir().display(), "{e}");
+            }
+        };
+        let mut writes = self.lazy.writes.lock().unwrap();
+        writes.retain(|w| !w.is_finished());
+        match std::thread::Builder::new().name("wasmcell-cache-write".into()).spawn(write) {
+            Ok(handle) => writes.push(handle),
+            Err(e) => tracing::warn!("cannot start a thread to write the compiled-code cache: {e}"),
+        }
+    }
+
+    /// Waits until every compiled-code cache write started so far is done (a command before it
+    /// exits, a server once it has drained), so the next start finds the code.
+    pub fn wait_for_cache_writes(&self) {
+        let writes = std::mem::take(&mut *self.lazy.writes.lock().unwrap());
+        for write in writes {
+            let _ = write.join();
+        }
     }
 
     fn load_precompiled(&self, input: &Input) -> Result<Compiled> {
@@ -187,11 +218,20 @@ impl WasmtimeEngine {
         Ok(hex::encode(self.flavor_for(Tier::Main, input, input.kind()?)?.fingerprint))
     }
 
+    /// What to look for beside an image before its wasm is read: the fingerprint code for a wasm
+    /// that uses no async ABI (a core module or a WASI 0.2 component, the usual case) must have to
+    /// load on this engine's main tier, and whether the cache holds such code for the wasm whose
+    /// SHA-256 is `wasm` already. [`Self::code_fingerprint`] says for sure once the wasm is read.
+    pub fn plain_code(&self, wasm: &[u8; 32]) -> (String, bool) {
+        let cached = self.options.cache.as_ref().is_some_and(|c| c.path(&Cache::key_of(wasm, &self.plain.fingerprint)).exists());
+        (hex::encode(self.plain.fingerprint), cached)
+    }
+
     /// Whether the main tier's code for `input` is in the cache (a load would not compile).
     pub fn is_cached(&self, input: &Input) -> Result<bool> {
         let Some(cache) = &self.options.cache else { return Ok(false) };
         let flavor = self.flavor_for(Tier::Main, input, input.kind()?)?;
-        Ok(cache.path(&Cache::key(&input.bytes, &flavor.fingerprint)).exists())
+        Ok(cache.path(&Cache::key_of(input.sha256(), &flavor.fingerprint)).exists())
     }
 
     /// Compiles `input` for this engine's main tier: the code and the fingerprint it is for.
@@ -199,16 +239,15 @@ impl WasmtimeEngine {
         if input.precompiled {
             return Err(not_runnable(format!("{}: is already precompiled", input.name)));
         }
-        let (flavor, _, bytes) = self.compile(Tier::Main, input, input.kind()?)?;
-        Ok((bytes, hex::encode(flavor.fingerprint)))
+        let (flavor, code) = self.compile(Tier::Main, input, input.kind()?)?;
+        Ok((code.serialize()?, hex::encode(flavor.fingerprint)))
     }
 
     /// Takes `code`, compiled elsewhere for [`Self::code_fingerprint`] (the caller checked that and
     /// who made it): wasmtime loads it now, checking its version and settings, and the next load of
-    /// `input` uses it. With a compiled-code cache it is written there on a thread of its own (35 MB
-    /// take a fifth of a second to write here, which the first answer need not wait for): join the
-    /// handle where the process would otherwise end before it is written.
-    pub fn adopt_code(&self, input: &Input, code: Vec<u8>) -> Result<Option<std::thread::JoinHandle<()>>> {
+    /// `input` uses it. With a compiled-code cache it is written there as a compile's code is
+    /// (see [`Self::wait_for_cache_writes`]).
+    pub fn adopt_code(&self, input: &Input, code: Vec<u8>) -> Result<()> {
         let kind = input.kind()?;
         let expected = match kind {
             WasmKind::Module => wasmtime::Precompiled::Module,
@@ -220,18 +259,10 @@ impl WasmtimeEngine {
         let flavor = self.flavor_for(Tier::Main, input, kind)?;
         let loaded = Self::deserialize(flavor, kind, &code)
             .map_err(|e| not_runnable(format!("{}: this engine refuses the precompiled code: {}", input.name, root_cause(&e))))?;
-        let key = Cache::key(&input.bytes, &flavor.fingerprint);
+        let key = Cache::key_of(input.sha256(), &flavor.fingerprint);
         *self.lazy.adopted.lock().unwrap() = Some((key.clone(), loaded));
-        let Some(cache) = self.options.cache.clone() else { return Ok(None) };
-        std::thread::Builder::new()
-            .name("wasmcell-cache-write".into())
-            .spawn(move || {
-                if let Err(e) = cache.put(&key, &code) {
-                    tracing::warn!(dir = %cache.dir().display(), "failed to write the compiled-code cache: {e}");
-                }
-            })
-            .map(Some)
-            .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))
+        self.write_cache_later(key, move || Ok(code));
+        Ok(())
     }
 
     /// The code [`Self::adopt_code`] loaded for `input`, if any.
@@ -239,7 +270,7 @@ impl WasmtimeEngine {
         let mut adopted = self.lazy.adopted.lock().unwrap();
         let Some((key, _)) = adopted.as_ref() else { return Ok(None) };
         let flavor = self.flavor_for(Tier::Main, input, kind)?;
-        if *key != Cache::key(&input.bytes, &flavor.fingerprint) {
+        if *key != Cache::key_of(input.sha256(), &flavor.fingerprint) {
             return Ok(None);
         }
         tracing::debug!(input = %input.name, %key, "adopted precompiled code");

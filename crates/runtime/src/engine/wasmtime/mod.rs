@@ -190,6 +190,9 @@ struct Lazy {
     made: [OnceLock<std::result::Result<Flavor, String>>; 3],
     /// Code compiled elsewhere and loaded already (`adopt_code`), by cache key, for the next load.
     adopted: std::sync::Mutex<Option<(String, compile::Compiled)>>,
+    /// Compiled-code cache writes still under way on threads of their own (see
+    /// `WasmtimeEngine::wait_for_cache_writes`).
+    writes: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Lazy {
@@ -234,7 +237,7 @@ impl WasmtimeEngine {
             config.memory_init_cow(false);
         }
         let (plain, allocator) = Self::flavor(&options, &config, Tier::Main, false)?;
-        let lazy = Arc::new(Lazy { config, made: Default::default(), adopted: Default::default() });
+        let lazy = Arc::new(Lazy { config, made: Default::default(), adopted: Default::default(), writes: Default::default() });
         Ok(WasmtimeEngine { plain, lazy, options, allocator })
     }
 
@@ -312,7 +315,7 @@ impl Engine for WasmtimeEngine {
         if input.precompiled {
             return Err(crate::engine::not_runnable(format!("{}: is already precompiled", input.name)));
         }
-        Ok(self.compile(Tier::Main, input, input.kind()?)?.2)
+        self.compile(Tier::Main, input, input.kind()?)?.1.serialize()
     }
 
     /// A thread advances the epoch every 5 ms for as long as this engine lives (every flavour).
