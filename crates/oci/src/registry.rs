@@ -136,20 +136,28 @@ impl Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let plain = options.insecure || reference.is_loopback();
         let protocol = if plain { ClientProtocol::HttpsExcept(vec![reference.registry().to_string()]) } else { ClientProtocol::Https };
+        let roots = system_roots();
         let config = ClientConfig {
             protocol,
             use_monolithic_push: true,
             connect_timeout: Some(Duration::from_secs(15)),
             read_timeout: Some(Duration::from_secs(60)),
+            tls_certs_only: roots
+                .iter()
+                .map(|der| oci_client::client::Certificate { encoding: oci_client::client::CertificateEncoding::Der, data: der.clone() })
+                .collect(),
             ..Default::default()
         };
         let oci = oci_client::Client::try_from(config).map_err(|e| Error::Registry(e.to_string()))?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
-            .user_agent(concat!("wasmcell/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Registry(e.to_string()))?;
+            .user_agent(concat!("wasmcell/", env!("CARGO_PKG_VERSION")));
+        if !roots.is_empty() {
+            let certs = roots.iter().map(|der| reqwest::Certificate::from_der(der)).collect::<std::result::Result<Vec<_>, _>>();
+            http = http.tls_certs_only(certs.map_err(|e| Error::Registry(e.to_string()))?);
+        }
+        let http = http.build().map_err(|e| Error::Registry(e.to_string()))?;
         Ok(Client { oci, http, options, auth_headers: Mutex::new(HashMap::new()) })
     }
 
@@ -739,6 +747,20 @@ fn bearer_realm(challenge: &str) -> Option<String> {
 }
 
 /// The layers a pull must fetch for `image`.
+/// The system's trusted root certificates (DER; `SSL_CERT_FILE` / `SSL_CERT_DIR` honoured), read once
+/// per process: each HTTP client would otherwise read all of /etc/ssl/certs again (~15 ms each, and
+/// a pull makes two). Empty when none could be read: the clients then look for them themselves.
+fn system_roots() -> &'static [Vec<u8>] {
+    static ROOTS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::debug!("reading the system's root certificates: {e}");
+        }
+        found.certs.into_iter().map(|c| c.as_ref().to_vec()).collect()
+    })
+}
+
 fn layers_to_fetch(image: &Image) -> Vec<Descriptor> {
     match image.kind {
         image::ImageKind::Compat => image.rootfs_layers.clone(),

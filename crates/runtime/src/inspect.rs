@@ -30,6 +30,8 @@ pub struct Input {
     /// The SHA-256 of `bytes`, once asked for (the cache key and image checks need it; 18 MB take
     /// ~10 ms to hash).
     sha256: std::sync::OnceLock<[u8; 32]>,
+    /// [`uses_component_async`] of `bytes`, once asked for (a parse of all of it).
+    async_abi: std::sync::OnceLock<bool>,
 }
 
 impl Input {
@@ -48,10 +50,10 @@ impl Input {
     /// Classifies bytes already in memory (see [`Input::read`]).
     pub fn from_bytes(name: String, bytes: Vec<u8>) -> Result<Input> {
         if bytes.starts_with(b"\0asm") {
-            return Ok(Input { name, bytes, precompiled: false, sha256: Default::default() });
+            return Ok(Input { name, bytes, precompiled: false, sha256: Default::default(), async_abi: Default::default() });
         }
         if bytes.starts_with(b"\x7fELF") {
-            return Ok(Input { name, bytes, precompiled: true, sha256: Default::default() });
+            return Ok(Input { name, bytes, precompiled: true, sha256: Default::default(), async_abi: Default::default() });
         }
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| Error::NotRunnable(format!("{name}: not a WebAssembly file (no wasm magic number)")))?;
@@ -61,7 +63,7 @@ impl Input {
         }
         let bytes = wat::parse_str(text)
             .map_err(|e| Error::NotRunnable(format!("{name}: invalid WebAssembly text: {}", one_line(&e.to_string()))))?;
-        Ok(Input { name, bytes, precompiled: false, sha256: Default::default() })
+        Ok(Input { name, bytes, precompiled: false, sha256: Default::default(), async_abi: Default::default() })
     }
 
     /// The SHA-256 of the bytes (computed once).
@@ -70,6 +72,11 @@ impl Input {
             use sha2::Digest;
             sha2::Sha256::digest(&self.bytes).into()
         })
+    }
+
+    /// Whether the input is a component that uses the async ABI ([`uses_component_async`], computed once).
+    pub fn uses_component_async(&self) -> bool {
+        *self.async_abi.get_or_init(|| uses_component_async(&self.bytes))
     }
 
     pub fn kind(&self) -> Result<WasmKind> {

@@ -175,15 +175,15 @@ pub(crate) fn is_domain(s: &str) -> bool {
         })
 }
 
-/// `[\w][\w.-]{0,127}`
-fn is_tag(s: &str) -> bool {
+/// Whether `s` is a tag: `[\w][\w.-]{0,127}` (`\w` ASCII, as in distribution's grammar).
+pub fn is_tag(s: &str) -> bool {
     let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     let b = s.as_bytes();
     !b.is_empty() && b.len() <= 128 && word(b[0]) && b.iter().all(|&c| word(c) || c == b'.' || c == b'-')
 }
 
-/// `[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}`
-fn is_digest(s: &str) -> bool {
+/// Whether `s` is a digest by the grammar: `[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}`.
+pub fn is_digest(s: &str) -> bool {
     let Some((algorithm, hex)) = s.split_once(':') else { return false };
     hex.len() >= 32
         && hex.bytes().all(|c| c.is_ascii_hexdigit())

@@ -85,3 +85,37 @@ fn digests() {
         }
     });
 }
+
+/// The parser against oci-spec's (a regex of distribution's grammar, which wasmcell no longer compiles
+/// at run time), on the same inputs: what wasmcell accepts, oci-spec reads the same way; what oci-spec
+/// accepts and wasmcell's own checks allow (an ASCII line, lower-case path, a sha256 digest in lower
+/// case), wasmcell accepts.
+#[test]
+fn references_are_read_as_oci_spec_reads_them() {
+    let prefix = prop_oneof![Just(""), Just("index.docker.io/"), Just("docker.io/"), Just("localhost/"), Just("library/"), Just("A.b:5/")];
+    let short = (prefix, "[a-z0-9]{1,6}(/[a-z0-9]{1,6})?(:[A-Za-z0-9_.-]{1,8})?").prop_map(|(p, rest)| format!("{p}{rest}"));
+    let input =
+        prop_oneof![text(), mutated(valid_parts().prop_map(|p| join(&p))), mutated("[a-z0-9./:_@-]{1,24}"), short.clone(), mutated(short)];
+    check("image references (against oci-spec)", DEFAULT_CASES, input, |s| {
+        let ours = s.parse::<Reference>();
+        let theirs = oci_spec::distribution::Reference::try_from(s.as_str());
+        match (&ours, &theirs) {
+            (Ok(r), Ok(o)) => {
+                prop_assert_eq!(r.registry(), o.registry(), "{:?}", s);
+                prop_assert_eq!(r.repository(), o.repository(), "{:?}", s);
+                prop_assert_eq!(r.tag(), o.tag(), "{:?}", s);
+                prop_assert_eq!(r.digest().map(|d| d.to_string()), o.digest().map(str::to_string), "{:?}", s);
+            }
+            (Ok(r), Err(e)) => prop_assert!(false, "{s:?}: wasmcell read {r}, oci-spec refused it: {e}"),
+            (Err(e), Ok(o)) => {
+                let ours_allow = s.is_ascii()
+                    && !s.contains(|c: char| c.is_whitespace() || c.is_control())
+                    && o.repository().split('/').all(wasmcell_sign::is_path_component)
+                    && o.digest().is_none_or(|d| d.parse::<Digest>().is_ok());
+                prop_assert!(!ours_allow, "{s:?}: oci-spec read {o}, wasmcell refused it: {e}");
+            }
+            (Err(_), Err(_)) => {}
+        }
+        Ok(())
+    });
+}

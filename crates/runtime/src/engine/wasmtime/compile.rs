@@ -37,7 +37,7 @@ impl WasmtimeEngine {
     /// The engine of `tier` an input's code is compiled for: the concurrent one for a component that
     /// uses the async ABI, the plain one otherwise (see [`WasmtimeEngine`]).
     fn flavor_for(&self, tier: Tier, input: &Input, kind: WasmKind) -> Result<&Flavor> {
-        self.engine_for(tier, kind == WasmKind::Component && crate::inspect::uses_component_async(&input.bytes))
+        self.engine_for(tier, kind == WasmKind::Component && input.uses_component_async())
     }
 
     /// Compiles `input` for the engine of `tier` that [`Self::flavor_for`] picks, or the concurrent
