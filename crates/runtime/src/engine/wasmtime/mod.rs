@@ -69,8 +69,12 @@ impl Compiler {
             Compiler::Winch => {
                 // Winch compiles the functions; Cranelift still makes the trampolines between host
                 // and wasm, one per function that escapes (thousands in CPython's table): they are
-                // small and gain nothing from optimization.
-                config.strategy(Strategy::Winch).cranelift_opt_level(wasmtime::OptLevel::None);
+                // small and gain nothing from optimization, nor from the backtracking register
+                // allocator (which spent most of Cranelift's time in a Winch compile of CPython).
+                config
+                    .strategy(Strategy::Winch)
+                    .cranelift_opt_level(wasmtime::OptLevel::None)
+                    .cranelift_regalloc_algorithm(wasmtime::RegallocAlgorithm::SinglePass);
             }
             Compiler::Pulley => {
                 let target = if cfg!(target_pointer_width = "64") { "pulley64" } else { "pulley32" };
