@@ -159,6 +159,7 @@ impl WasmtimeEngine {
     fn write_cache_later(&self, key: String, bytes: impl FnOnce() -> Result<Vec<u8>> + Send + 'static) {
         let Some(cache) = self.options.cache.clone() else { return };
         let write = move || {
+            super::tier::background_priority();
             let written = bytes().and_then(|bytes| {
                 cache
                     .put(&key, &bytes)

@@ -39,7 +39,16 @@ impl Upgrade {
         let name = self.input.name.clone();
         let spawned = std::thread::Builder::new().name("wasmcell-tier-up".into()).spawn(move || {
             let start = Instant::now();
-            let made = self.engine.compile_cached(Tier::Main, &self.input, self.kind).and_then(|code| make(&self.input, code));
+            // At the lowest priority, on threads of its own (wasmtime compiles on the current rayon
+            // pool): the requests served meanwhile, and the first above all, never wait for it.
+            background_priority();
+            let pool = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("wasmcell-tier-up-{i}")).start_handler(|_| background_priority()).build();
+            let compile = || self.engine.compile_cached(Tier::Main, &self.input, self.kind);
+            let compiled = match &pool {
+                Ok(pool) => pool.install(compile),
+                Err(_) => compile(),
+            };
+            let made = compiled.and_then(|code| make(&self.input, code));
             match made {
                 Ok(program) => {
                     let _ = filled.set(program);
@@ -62,6 +71,13 @@ impl Upgrade {
             let _ = self.spawn(|_, _| Ok(()));
         }
     }
+}
+
+/// Lowers the calling thread to the lowest scheduling priority (nice 19; Linux's nice value is per
+/// thread): for work that must not delay a guest, such as compiling ahead or writing the cache.
+pub(super) fn background_priority() {
+    // SAFETY: setpriority takes plain integers; `who` 0 is the calling thread on Linux.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
 }
 
 /// A program that runs Winch's code until Cranelift's is ready, then Cranelift's.
