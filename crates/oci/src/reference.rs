@@ -101,14 +101,7 @@ impl FromStr for Reference {
 /// gets `library/`); no tag and no digest means `latest`.
 fn parse(s: &str) -> Result<oci_client::Reference, &'static str> {
     const NAME_TOTAL_LENGTH_MAX: usize = 255;
-    let (rest, digest) = match s.split_once('@') {
-        Some((rest, digest)) => (rest, Some(digest)),
-        None => (s, None),
-    };
-    let (name, tag) = match rest.rsplit_once(':') {
-        Some((name, tag)) if !tag.contains('/') => (name, Some(tag)),
-        _ => (rest, None),
-    };
+    let (name, tag, digest) = wasmcell_sign::split_tag_and_digest(s);
     let components: Vec<&str> = name.split('/').collect();
     let path_from = |i: usize| components.len() > i && components[i..].iter().all(|c| wasmcell_sign::is_path_component(c));
     if !(path_from(0) || (is_host_port(components[0]) && path_from(1))) {

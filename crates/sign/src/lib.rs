@@ -60,4 +60,4 @@ pub use payload::{PAYLOAD_LIMIT, Payload, check_digest, sha256_digest};
 pub use policy::{
     Acceptance, ImageIdentity, KeySource, Policy, Reason, Rejection, Requirement, Scope, SignedIdentity, SigstoreSigned, Verdict,
 };
-pub use reference::{is_digest, is_path_component, is_tag};
+pub use reference::{is_digest, is_path_component, is_tag, split_tag_and_digest};

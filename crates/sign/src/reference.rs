@@ -80,15 +80,21 @@ pub(crate) fn parse_canonical(s: &str) -> Result<Named> {
     Ok(named)
 }
 
-pub(crate) fn parse_full(original: &str, domain: &str, remainder: &str) -> Result<Named> {
-    let (rest, digest) = match remainder.split_once('@') {
+/// `name[:tag][@digest]` split into its parts, unchecked: the digest after the first `@`, the tag
+/// after the last `:` that no `/` follows (so `host:5000/app` has none).
+pub fn split_tag_and_digest(s: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (rest, digest) = match s.split_once('@') {
         Some((rest, digest)) => (rest, Some(digest)),
-        None => (remainder, None),
+        None => (s, None),
     };
-    let (path, tag) = match rest.rsplit_once(':') {
-        Some((path, tag)) if !tag.contains('/') => (path, Some(tag)),
-        _ => (rest, None),
-    };
+    match rest.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, Some(tag), digest),
+        _ => (rest, None, digest),
+    }
+}
+
+pub(crate) fn parse_full(original: &str, domain: &str, remainder: &str) -> Result<Named> {
+    let (path, tag, digest) = split_tag_and_digest(remainder);
     if !is_domain(domain) {
         return Err(bad(original, "invalid domain"));
     }
