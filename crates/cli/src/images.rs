@@ -184,14 +184,14 @@ pub struct Prefetched {
 }
 
 /// A `run`/`serve` target: a file path as is, or an image resolved (and pulled per `policy`)
-/// into the wasm file to load and what its config says. With `engine`, an image that downloads
-/// brings the precompiled code for it along, where the policy allows (see [`take_precompiled`]).
+/// into the wasm file to load and what its config says. An image that downloads brings the
+/// precompiled code for `engine` along, where the policy allows (see [`take_precompiled`]).
 pub fn resolve_target(
     target: &str,
     policy: PullPolicy,
     flags: &RegistryFlags,
     trust: &TrustFlags,
-    engine: Option<&WasmtimeEngine>,
+    engine: &WasmtimeEngine,
 ) -> Result<Target> {
     if looks_like_file(target) {
         return Ok(Target { path: PathBuf::from(target), launch: None, origin: None });
@@ -213,7 +213,7 @@ fn resolve(
     policy: PullPolicy,
     flags: &RegistryFlags,
     signature_policy: Option<Arc<Policy>>,
-    engine: Option<&WasmtimeEngine>,
+    engine: &WasmtimeEngine,
 ) -> Result<(Launch, wasmcell_oci::Digest, Option<Prefetched>)> {
     let store = store()?;
     let name = reference.to_string();
@@ -244,7 +244,7 @@ fn pull_with_code(
     reference: &Reference,
     flags: &RegistryFlags,
     signature_policy: Option<Arc<Policy>>,
-    engine: Option<&WasmtimeEngine>,
+    engine: &WasmtimeEngine,
 ) -> Result<Option<Prefetched>> {
     let code_policy = signature_policy.clone().filter(|p| signers_required(p, reference));
     let mut options = options(flags, true);
@@ -254,7 +254,7 @@ fn pull_with_code(
         let client = &client;
         let code_policy = code_policy.as_deref();
         async move {
-            let (engine, policy, wasm) = (engine?, code_policy?, resolved.wasm?);
+            let (policy, wasm) = (code_policy?, resolved.wasm?);
             let (fingerprint, cached) = engine.plain_code(&wasm.sha256());
             if cached {
                 return None;

@@ -67,7 +67,7 @@ impl RunCommand {
         // can bring the precompiled code for it along.
         let max_stack = self.policy(std::path::Path::new(&self.target), None)?.limits.max_stack;
         let engine = super::engine(self.engine.choice, !self.no_cache, max_stack, self.allow_precompiled)?;
-        let mut target = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust, Some(&engine))?;
+        let mut target = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust, &engine)?;
         let (path, image) = (&target.path, target.launch.as_ref());
         let policy = self.policy(path, image)?;
         let input = Input::read(path)?;

@@ -111,7 +111,7 @@ impl ServeCommand {
         // The engine comes from the flags alone (an image adds no limits), so an image that downloads
         // can bring the precompiled code for it along.
         let engine = self.engine(&self.policy(std::path::Path::new(&self.target), None)?)?;
-        let mut target = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust, Some(&engine))?;
+        let mut target = images::resolve_target(&self.target, self.pull, &self.registry, &self.trust, &engine)?;
         let (path, image) = (&target.path, target.launch.as_ref());
         let policy = self.policy(path, image)?;
         let timeout = policy::parse_duration(&self.timeout).map_err(config)?;
