@@ -845,7 +845,8 @@ fn shim_deploy_config_loads_in_containerds_cri_plugin() {
 /// With `WASMCELL_SIGNATURE_POLICY` in containerd's environment, the shim starts a container only if the
 /// registry holds a signature of its image's digest that the policy trusts; the unsigned image, and one
 /// signed by another key, fail to start with the policy's one line (exit 122, as `wasmcell run`). The
-/// signed image's precompiled code, signed by the same trusted key, is taken instead of compiling.
+/// signed image's precompiled code, signed by the same trusted key, is taken instead of compiling; code
+/// whose signature someone with push access replaced is not (the container starts on code compiled here).
 #[test]
 fn shim_enforces_the_nodes_signature_policy() {
     use crate::images::sign::{PASSWORD, generate_key};
@@ -855,7 +856,7 @@ fn shim_enforces_the_nodes_signature_policy() {
     let cell = Cell::new();
     let (key, public) = generate_key(&cell, dir.path(), "team");
     let (other_key, _) = generate_key(&cell, dir.path(), "other");
-    let refs: Vec<String> = ["signed", "unsigned", "other"].iter().map(|n| format!("{}/team/{n}:1", registry.addr())).collect();
+    let refs: Vec<String> = ["signed", "unsigned", "other", "forged"].iter().map(|n| format!("{}/team/{n}:1", registry.addr())).collect();
     let push = |image: &str, key: Option<&Path>| {
         let mut args = vec!["push"];
         if let Some(k) = key {
@@ -868,8 +869,13 @@ fn shim_enforces_the_nodes_signature_policy() {
     push(&refs[0], Some(&key));
     push(&refs[1], None);
     push(&refs[2], Some(&other_key));
+    // Signed by the trusted key, its code too (another wasm: the cache holds the first one's code once it
+    // ran); then the code's signature replaced by another key's.
+    let pushed = crate::images::precompiled::push_precompiled(&cell, guests::ARGS_C, &refs[3], &key);
+    let forged_code = pushed["precompiled"]["digest"].as_str().unwrap();
+    crate::images::precompiled::forge_code_signature(&registry, "team/forged", forged_code, &other_key);
     let tar = dir.path().join("images.tar");
-    cell.run(&["save", "-o", tar.to_str().unwrap(), &refs[0], &refs[1], &refs[2]]).expect_ok();
+    cell.run(&["save", "-o", tar.to_str().unwrap(), &refs[0], &refs[1], &refs[2], &refs[3]]).expect_ok();
     let policy = dir.path().join("policy.json");
     let doc = json!({
         "default": [{"type": "reject"}],
@@ -906,7 +912,16 @@ fn shim_enforces_the_nodes_signature_policy() {
         assert!(err.contains("refused by the signature policy") && err.contains(why), "{id}: {err}");
         assert!(!text(&out.stdout).contains("hello"), "{id} ran: {}", text(&out.stdout));
     }
-    for id in ["signed", "unsigned", "other"] {
+    // The forged code is refused with the reason, and the container runs on code compiled here.
+    let out = start("forged", &refs[3]);
+    assert!(text(&out.stdout).starts_with("argc="), "forged: {}{}", text(&out.stdout), text(&out.stderr));
+    let log = s.containerd.log();
+    assert!(
+        log.lines().any(|l| l.contains(&refs[3]) && l.contains("does not verify with any trusted key") && l.contains("compiling here")),
+        "{log}"
+    );
+    assert!(!log.contains(&format!("{}: using precompiled code", refs[3])), "{log}");
+    for id in ["signed", "unsigned", "other", "forged"] {
         let _ = s.containerd.ctr(&["task", "delete", id]);
         client.delete_container(id).unwrap();
     }

@@ -6,7 +6,7 @@ mod bad;
 mod fault;
 mod formats;
 pub(crate) mod layout;
-mod precompiled;
+pub(crate) mod precompiled;
 pub(crate) mod sign;
 mod store;
 

@@ -36,7 +36,19 @@ fn trusting(dir: &Path, registry: &str, public: &Path) -> PathBuf {
     )
 }
 
-fn push_precompiled(publisher: &Cell, file: &str, image: &str, key: &Path) -> Value {
+/// What whoever can push to `repo` may do: replace the signature of the precompiled code `code` with
+/// one made with `key` (not the one the nodes trust).
+pub(crate) fn forge_code_signature(registry: &Registry, repo: &str, code: &str, key: &Path) {
+    let attacker = PrivateKey::from_file(key, PASSWORD.as_bytes()).unwrap();
+    let forged = SignatureLayer::sign(&attacker, &Payload::new(&format!("{}/{repo}@{code}", registry.addr()), code).unwrap());
+    let attachment = build_manifest(None, &[forged]).unwrap();
+    for blob in &attachment.blobs {
+        super::sign::put_blob(registry, repo, &blob.bytes);
+    }
+    super::sign::put_manifest(registry, repo, &signature_tag(code).unwrap(), &attachment.manifest);
+}
+
+pub(crate) fn push_precompiled(publisher: &Cell, file: &str, image: &str, key: &Path) -> Value {
     let out = publisher.run_env(
         &[("WASMCELL_PASSWORD", PASSWORD)],
         &["push", "--precompile", "--sign", key.to_str().unwrap(), file, image, "--format", "json"],
@@ -208,13 +220,7 @@ fn precompiled_code_is_used_only_when_a_trusted_key_signed_it_for_this_image_and
     compiled_here(&err, &format!("it was made for image {subject}, not {other_subject}"));
 
     // Whoever can push to the registry replaces the code's signature with one of their own.
-    let attacker = PrivateKey::from_file(&other_key, PASSWORD.as_bytes()).unwrap();
-    let forged = SignatureLayer::sign(&attacker, &Payload::new(&format!("{addr}/team/app@{code}"), &code).unwrap());
-    let attachment = build_manifest(None, &[forged]).unwrap();
-    for blob in &attachment.blobs {
-        super::sign::put_blob(&registry, "team/app", &blob.bytes);
-    }
-    super::sign::put_manifest(&registry, "team/app", &signature_tag(&code).unwrap(), &attachment.manifest);
+    forge_code_signature(&registry, "team/app", &code, &other_key);
     let (status, err) = serve_once(&image, &policy, &[]);
     assert_eq!(status, 200, "{err}");
     compiled_here(&err, "does not verify with any trusted key");
