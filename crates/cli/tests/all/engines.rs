@@ -83,9 +83,10 @@ fn every_engine_serves() {
 }
 
 /// Tiered start: a served component of 1 MiB or more that is not in the cache answers at once from
-/// Winch's code while Cranelift compiles it; a request in flight when the optimized code arrives
-/// finishes on the code it started with; new requests run Cranelift's code, which is cached, so the
-/// next start is warm and optimized (no Winch at all).
+/// Winch's code while Cranelift compiles it (after the first answer, or after a second without one);
+/// a request in flight when the optimized code arrives finishes on the code it started with; new
+/// requests run Cranelift's code, which is cached, so the next start is warm and optimized (no Winch
+/// at all).
 #[test]
 fn a_large_component_starts_on_winch_and_switches_to_cranelift() {
     let scratch = crate::scratch();
@@ -99,9 +100,10 @@ fn a_large_component_starts_on_winch_and_switches_to_cranelift() {
         Served::spawn(c, cell)
     };
     let s = serve();
-    // Sent before Cranelift's code can be ready (a compile takes far more than nothing).
+    // Sent before Cranelift's code can be ready (a compile takes far more than nothing), and answered
+    // only after the optimizing compile stopped waiting for a first answer (1 s).
     let addr = s.addr.clone();
-    let in_flight = std::thread::spawn(move || crate::services::http_request(&addr, "GET", "/?ms=1500", &[], b"").unwrap());
+    let in_flight = std::thread::spawn(move || crate::services::http_request(&addr, "GET", "/?ms=4000", &[], b"").unwrap());
     let ready = Instant::now() + Duration::from_secs(60);
     while cache_entries(home.path()) < 2 {
         assert!(Instant::now() < ready, "no optimized code in the cache after 60 s");
@@ -112,12 +114,38 @@ fn a_large_component_starts_on_winch_and_switches_to_cranelift() {
     let (code, err) = s.terminate();
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("tier=Baseline") && err.contains("optimized code ready"), "{err}");
+    assert!(err.lines().any(|l| l.contains("optimizing compile starts") && l.contains("answered=false")), "{err}");
 
     // The next start finds Cranelift's code and makes no Winch engine.
     let s = serve();
     assert_eq!(s.get("/?ms=1").status, 200);
     let (_, err) = s.terminate();
     assert!(err.contains("cache hit") && !err.contains("tier=Baseline"), "{err}");
+}
+
+/// The optimizing compile of a tiered start waits for the first answer (it slowed that answer), not
+/// for the second it would wait without one.
+#[test]
+fn the_optimizing_compile_starts_after_the_first_answer() {
+    let scratch = crate::scratch();
+    let big = padded(guests::HTTP_HELLO, &scratch.path().join("hello-big.wasm"), 1 << 20);
+    let home = crate::scratch();
+    let cell = Cell::new();
+    let mut c = cell.command();
+    c.env("WASMCELL_HOME", home.path()).env("WASMCELL_LOG", "debug").args(["serve", "--addr", "127.0.0.1:0", big.to_str().unwrap()]);
+    let s = Served::spawn(c, cell);
+    assert_eq!(s.get("/").status, 200);
+    let ready = Instant::now() + Duration::from_secs(60);
+    while cache_entries(home.path()) < 2 {
+        assert!(Instant::now() < ready, "no optimized code in the cache after 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, err) = s.terminate();
+    let started = err.lines().find(|l| l.contains("optimizing compile starts")).unwrap_or_else(|| panic!("{err}"));
+    assert!(started.contains("answered=true"), "{err}");
+    // The wait ended with the answer: its logged length is under the second it would wait without one.
+    let waited = started.split("waited=").nth(1).and_then(|w| w.split_whitespace().next()).unwrap_or_default();
+    assert!(waited.ends_with("ms") || waited.ends_with("µs") || waited.ends_with("ns"), "waited {waited}: {err}");
 }
 
 /// `--engine cranelift` never tiers: a large component's first start compiles it with Cranelift.

@@ -50,7 +50,7 @@ pub(super) fn load(engine: &WasmtimeEngine, input: &Input) -> Result<Arc<dyn Htt
     let first = handler(input, compiled)?;
     Ok(match upgrade {
         None => Arc::new(first),
-        Some(upgrade) => Arc::new(Tiered { first, optimized: upgrade.spawn(handler) }),
+        Some(upgrade) => Arc::new(Tiered::start(first, upgrade, handler)),
     })
 }
 
