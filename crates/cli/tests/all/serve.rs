@@ -576,15 +576,19 @@ fn connections_opened_at_once_are_spread_over_the_serving_threads() {
     for round in 0..3 {
         let before = serving_thread_ticks(s.pid());
         assert_eq!(before.len(), 2, "serving threads: {before:?}");
-        // A burst, as wrk or a connection pool opens them; then 150 requests on each.
+        // A burst, as wrk or a connection pool opens them; then requests on each for a second (at least
+        // 150: enough work to tell on a fast machine as on a slow one).
         let conns: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(&s.addr).unwrap()).collect();
+        let burst = Instant::now();
         let clients: Vec<_> = conns
             .into_iter()
             .map(|mut c| {
                 std::thread::spawn(move || {
                     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
                     let mut buf = Vec::new();
-                    for _ in 0..150 {
+                    let mut sent = 0;
+                    while sent < 150 || burst.elapsed() < Duration::from_secs(1) {
+                        sent += 1;
                         c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
                         // hello's answer is chunked: it ends with the last chunk.
                         buf.clear();
