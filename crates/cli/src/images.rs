@@ -175,8 +175,9 @@ pub struct Origin {
     pub prefetched: Option<Prefetched>,
 }
 
-/// A lookup of precompiled code made while its image downloaded: for the engine fingerprint of a
-/// wasm without the async ABI (the image's wasm was not read yet), of the image `subject`.
+/// A lookup of precompiled code made while its image downloaded (its wasm was not read yet), of the
+/// image `subject`: for the engine fingerprint of a wasm without the async ABI, or, when the image
+/// has code only for other engines, of one with it (WASI 0.3).
 pub struct Prefetched {
     pub fingerprint: String,
     pub subject: wasmcell_oci::Digest,
@@ -260,6 +261,15 @@ fn pull_with_code(
                 return None;
             }
             let found = client.trusted_code(reference, &resolved.digest, &wasm, &fingerprint, policy).await;
+            // Code only for other engines: perhaps for the async ABI's (a WASI 0.3 component's).
+            if let Err(precompiled::NotUsed { found: false, other_engines: 1.., .. }) = &found
+                && let Ok((concurrent, false)) = engine.async_abi_code(&wasm.sha256())
+            {
+                let again = client.trusted_code(reference, &resolved.digest, &wasm, &concurrent, policy).await;
+                if !matches!(again, Err(precompiled::NotUsed { found: false, .. })) {
+                    return Some(Prefetched { fingerprint: concurrent, subject: resolved.digest, found: again });
+                }
+            }
             Some(Prefetched { fingerprint, subject: resolved.digest, found })
         }
     };

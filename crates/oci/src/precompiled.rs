@@ -134,6 +134,9 @@ pub struct Trusted {
 #[derive(Debug)]
 pub struct NotUsed {
     pub found: bool,
+    /// How many referrers there were for other engines (then code for another flavour of this
+    /// engine may be worth a look: the async ABI's).
+    pub other_engines: usize,
     pub reason: String,
 }
 
@@ -270,7 +273,8 @@ impl Client {
         fingerprint: &str,
         policy: &Policy,
     ) -> std::result::Result<Trusted, NotUsed> {
-        let referrers = self.code_referrers(reference, subject).await.map_err(|e| NotUsed { found: false, reason: e.to_string() })?;
+        let referrers =
+            self.code_referrers(reference, subject).await.map_err(|e| NotUsed { found: false, other_engines: 0, reason: e.to_string() })?;
         let total = referrers.len();
         let candidates: Vec<Referrer> = referrers.into_iter().filter(|r| same_engine(r, fingerprint)).take(MAX_CANDIDATES).collect();
         if candidates.is_empty() {
@@ -278,7 +282,7 @@ impl Client {
                 0 => format!("{reference} has no precompiled code"),
                 n => format!("none of the {n} precompiled codes of {reference} is for this engine (fingerprint {})", short(fingerprint)),
             };
-            return Err(NotUsed { found: false, reason });
+            return Err(NotUsed { found: false, other_engines: total, reason });
         }
         let mut reasons = Vec::new();
         for candidate in &candidates {
@@ -287,7 +291,11 @@ impl Client {
                 Err(e) => reasons.push(format!("{}: {e}", candidate.digest)),
             }
         }
-        Err(NotUsed { found: true, reason: format!("precompiled code of {reference} not used: {}", reasons.join("; ")) })
+        Err(NotUsed {
+            found: true,
+            other_engines: total - candidates.len(),
+            reason: format!("precompiled code of {reference} not used: {}", reasons.join("; ")),
+        })
     }
 
     async fn check_code(

@@ -226,3 +226,25 @@ fn precompiled_code_is_used_only_when_a_trusted_key_signed_it_for_this_image_and
     compiled_here(&err, "does not verify with any trusted key");
     assert!(err.lines().any(|l| l.starts_with("wasmcell: warning: precompiled code of") && l.ends_with("compiling here")), "{err}");
 }
+
+/// A WASI 0.3 component's code is for the engine of the async ABI, not the plain one: a node finds it
+/// while the image downloads too (before its wasm is read and scanned), and starts on it.
+#[test]
+fn a_wasi_0_3_components_precompiled_code_is_fetched_while_the_image_downloads() {
+    let Some(service) = crate::wasi_testsuite::p3_test("http-service") else {
+        eprintln!("wasi 0.3: SKIPPED, no ../shared/wasi-testsuite.tar.gz (or $WASMCELL_WASI_TESTSUITE)");
+        return;
+    };
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = Cell::new();
+    let (key, public) = generate_key(&publisher, dir.path(), "team");
+    let image = format!("{}/team/p3-service:1", registry.addr());
+    let pushed = push_precompiled(&publisher, service.to_str().unwrap(), &image, &key);
+    let code = pushed["precompiled"]["digest"].as_str().unwrap().to_string();
+    let policy = trusting(dir.path(), &registry.addr(), &public);
+    let (status, err) = serve_once(&image, &policy, &[]);
+    assert_eq!(status, 200, "{err}");
+    assert!(took_the_code(&err, &code), "the node compiled instead of taking the code:\n{err}");
+    assert!(err.contains("fetched while the image downloaded"), "{err}");
+}

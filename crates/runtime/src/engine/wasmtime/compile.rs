@@ -224,8 +224,18 @@ impl WasmtimeEngine {
     /// load on this engine's main tier, and whether the cache holds such code for the wasm whose
     /// SHA-256 is `wasm` already. [`Self::code_fingerprint`] says for sure once the wasm is read.
     pub fn plain_code(&self, wasm: &[u8; 32]) -> (String, bool) {
-        let cached = self.options.cache.as_ref().is_some_and(|c| c.path(&Cache::key_of(wasm, &self.plain.fingerprint)).exists());
-        (hex::encode(self.plain.fingerprint), cached)
+        self.code_for(&self.plain, wasm)
+    }
+
+    /// As [`Self::plain_code`], for a component that uses the async ABI (WASI 0.3): its engine is
+    /// made now if it was not yet (the load of such a component makes it anyway).
+    pub fn async_abi_code(&self, wasm: &[u8; 32]) -> Result<(String, bool)> {
+        Ok(self.code_for(self.engine_for(Tier::Main, true)?, wasm))
+    }
+
+    fn code_for(&self, flavor: &Flavor, wasm: &[u8; 32]) -> (String, bool) {
+        let cached = self.options.cache.as_ref().is_some_and(|c| c.path(&Cache::key_of(wasm, &flavor.fingerprint)).exists());
+        (hex::encode(flavor.fingerprint), cached)
     }
 
     /// Whether the main tier's code for `input` is in the cache (a load would not compile).
