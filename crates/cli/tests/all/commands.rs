@@ -1,6 +1,6 @@
 //! `wasmcell compile` and `wasmcell inspect`.
 
-use crate::{Cell, guests, scratch};
+use crate::{Cell, Out, guests, scratch};
 
 #[test]
 fn compile_then_run_precompiled() {
@@ -15,6 +15,33 @@ fn compile_then_run_precompiled() {
     run.expect_ok();
     assert_eq!(run.stdout(), "hello from C\n");
     cell.run(&["compile", "/nonexistent.wasm"]).expect_code(127);
+}
+
+/// Names relative to the current directory, as a user types them: `compile app.wasm` writes
+/// `app.cwasm` beside it, `key generate --output-key-prefix team` writes `team.key` and `team.pub` there.
+#[test]
+fn files_named_without_a_directory_are_written_in_the_current_one() {
+    let cell = Cell::new();
+    let dir = scratch();
+    std::fs::copy(guests::HELLO_COMPONENT, dir.path().join("app.wasm")).unwrap();
+    let out = Out(cell.command().current_dir(dir.path()).args(["compile", "app.wasm"]).output().unwrap());
+    out.expect_ok();
+    assert!(std::fs::metadata(dir.path().join("app.cwasm")).unwrap().len() > 0);
+    let out = Out(cell
+        .command()
+        .current_dir(dir.path())
+        .env("WASMCELL_PASSWORD", "pw")
+        .args(["key", "generate", "--output-key-prefix", "team"])
+        .output()
+        .unwrap());
+    out.expect_ok();
+    assert!(dir.path().join("team.key").is_file() && dir.path().join("team.pub").is_file());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]
