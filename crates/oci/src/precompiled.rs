@@ -273,8 +273,11 @@ impl Client {
         fingerprint: &str,
         policy: &Policy,
     ) -> std::result::Result<Trusted, NotUsed> {
-        let referrers =
-            self.code_referrers(reference, subject).await.map_err(|e| NotUsed { found: false, other_engines: 0, reason: e.to_string() })?;
+        let referrers = self.code_referrers(reference, subject).await.map_err(|e| NotUsed {
+            found: false,
+            other_engines: 0,
+            reason: format!("precompiled code of {reference} not looked up: {e}"),
+        })?;
         let total = referrers.len();
         let candidates: Vec<Referrer> = referrers.into_iter().filter(|r| same_engine(r, fingerprint)).take(MAX_CANDIDATES).collect();
         if candidates.is_empty() {
@@ -288,6 +291,8 @@ impl Client {
         for candidate in &candidates {
             match self.check_code(reference, subject, wasm, fingerprint, policy, candidate).await {
                 Ok(trusted) => return Ok(trusted),
+                // (a refusal without the image's name: this line names it once)
+                Err(Error::Untrusted { reason, .. }) => reasons.push(format!("{}: {}", candidate.digest, crate::error::shown(&reason))),
                 Err(e) => reasons.push(format!("{}: {e}", candidate.digest)),
             }
         }

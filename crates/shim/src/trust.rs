@@ -61,22 +61,24 @@ pub fn take_precompiled(engine: &WasmtimeEngine, input: &Input, source: Option<&
         return;
     }
     let image = &source.reference;
+    // Each reason names the image once (`trusted_code`'s do already).
     let taken = (|| {
-        let fingerprint = engine.code_fingerprint(input).map_err(|e| e.to_string())?;
+        let named = |e: String| format!("{image}: {e}");
+        let fingerprint = engine.code_fingerprint(input).map_err(|e| named(e.to_string()))?;
         let wasm = Digest::from_sha256(input.sha256());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-        let registry = registry(image).map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| named(e.to_string()))?;
+        let registry = registry(image).map_err(|e| named(e.to_string()))?;
         let trusted = runtime
             .block_on(registry.trusted_code(image, &source.digest, &wasm, &fingerprint, &source.policy))
             .map_err(|not| if not.found { format!("warning: {}", not.reason) } else { not.reason })?;
-        engine.adopt_code(input, trusted.bytes).map_err(|e| format!("warning: precompiled code {}: {e}", trusted.digest))?;
+        engine.adopt_code(input, trusted.bytes).map_err(|e| format!("warning: precompiled code {} of {image}: {e}", trusted.digest))?;
         Ok::<_, String>((trusted.digest, trusted.verdict))
     })();
     match taken {
         Ok((code, verdict)) => log::info!("{image}: using precompiled code {code} ({verdict})"),
         Err(why) => match why.strip_prefix("warning: ") {
-            Some(why) => log::warn!("{image}: {why}; compiling here"),
-            None => log::info!("{image}: {why}; compiling here"),
+            Some(why) => log::warn!("{why}; compiling here"),
+            None => log::info!("{why}; compiling here"),
         },
     }
 }

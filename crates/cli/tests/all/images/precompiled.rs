@@ -224,7 +224,9 @@ fn precompiled_code_is_used_only_when_a_trusted_key_signed_it_for_this_image_and
     let (status, err) = serve_once(&image, &policy, &[]);
     assert_eq!(status, 200, "{err}");
     compiled_here(&err, "does not verify with any trusted key");
-    assert!(err.lines().any(|l| l.starts_with("wasmcell: warning: precompiled code of") && l.ends_with("compiling here")), "{err}");
+    let line = err.lines().find(|l| l.starts_with("wasmcell: warning: precompiled code of") && l.ends_with("compiling here"));
+    let line = line.unwrap_or_else(|| panic!("no warning line:\n{err}"));
+    assert!(line.contains(&format!("of {image} not used: {code}: ")) && line.matches("team/app").count() == 1, "{line}");
 }
 
 /// A WASI 0.3 component's code is for the engine of the async ABI, not the plain one: a node finds it
