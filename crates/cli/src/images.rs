@@ -321,7 +321,7 @@ pub fn take_precompiled(
                 (runtime.block_on(client.trusted_code(&image, &origin.digest, &wasm, &fingerprint, &policy)), "fetched")
             }
         };
-        let trusted = trusted.map_err(|not| if not.found { format!("warning: {}", not.reason) } else { not.reason })?;
+        let trusted = trusted.map_err(precompiled::NotUsed::into_line)?;
         if trusted.config.wasm != wasm {
             return Err(format!("warning: precompiled code {} was compiled from {}, not {wasm}", trusted.digest, trusted.config.wasm));
         }

@@ -140,6 +140,14 @@ pub struct NotUsed {
     pub reason: String,
 }
 
+impl NotUsed {
+    /// The reason, with `warning: ` before it when code for this engine was found and refused (worth
+    /// a line on stderr; none at all is the usual case). It names the image.
+    pub fn into_line(self) -> String {
+        if self.found { format!("warning: {}", self.reason) } else { self.reason }
+    }
+}
+
 /// The fallback tag of `subject`: `sha256-<hex>`.
 pub fn fallback_tag(subject: &Digest) -> String {
     subject.to_string().replacen(':', "-", 1)

@@ -70,7 +70,7 @@ pub fn take_precompiled(engine: &WasmtimeEngine, input: &Input, source: Option<&
         let registry = registry(image).map_err(|e| named(e.to_string()))?;
         let trusted = runtime
             .block_on(registry.trusted_code(image, &source.digest, &wasm, &fingerprint, &source.policy))
-            .map_err(|not| if not.found { format!("warning: {}", not.reason) } else { not.reason })?;
+            .map_err(wasmcell_oci::precompiled::NotUsed::into_line)?;
         engine.adopt_code(input, trusted.bytes).map_err(|e| format!("warning: precompiled code {} of {image}: {e}", trusted.digest))?;
         Ok::<_, String>((trusted.digest, trusted.verdict))
     })();
